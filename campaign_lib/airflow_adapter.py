@@ -1,0 +1,34 @@
+"""The one module of campaign_lib that talks to Airflow: it reads Airflow connections.
+
+Everything else takes plain URLs and engines, so it runs without a scheduler.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy.engine import URL, Engine
+
+from campaign_lib.db import make_engine
+
+CAMPAIGN_DB_CONN_ID = "kms_db"
+
+
+def campaign_database_url(conn_id: str = CAMPAIGN_DB_CONN_ID) -> URL:
+    """The campaign database's URL from an Airflow connection (a socket folder as host works)."""
+    from airflow.sdk import BaseHook
+
+    conn = BaseHook.get_connection(conn_id)
+    socket_host = bool(conn.host) and conn.host.startswith("/")
+    return URL.create(
+        "postgresql+psycopg2",
+        username=conn.login or None,
+        password=conn.password or None,
+        host=None if socket_host else conn.host,
+        port=conn.port or None,
+        database=conn.schema or None,
+        query={"host": conn.host} if socket_host else {},
+    )
+
+
+def campaign_engine(conn_id: str = CAMPAIGN_DB_CONN_ID) -> Engine:
+    """An engine on the campaign database named by an Airflow connection."""
+    return make_engine(campaign_database_url(conn_id))

@@ -1,0 +1,245 @@
+"""Running Airflow for kms: its environment, and starting and stopping its components.
+
+This module starts Airflow as separate processes and never imports it, so `kms`
+answers quickly. Every Airflow process gets the same environment: the project's
+airflow.cfg, AIRFLOW_HOME under the kms home folder, the metadata in the `airflow`
+database, the Airflow connection `kms_db` pointing at the campaign database, and
+secrets generated once per installation (never stored in git).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.fernet import Fernet
+from sqlalchemy.engine import URL
+
+from campaign_lib.config import PROJECT_ROOT, Settings
+from campaign_lib.db import Databases
+from campaign_lib.errors import ConfigError, KmsError
+from campaign_lib.files import last_log_line
+
+COMPONENTS = ("scheduler", "dag-processor", "triggerer", "api-server")
+ADMIN_USER = "admin"
+
+
+class AirflowError(KmsError):
+    """An Airflow component did not start or stop as expected."""
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where the Airflow UI answers and how to log in."""
+
+    url: str
+    user: str
+    password: str | None
+
+
+def kms_db_connection(url: URL) -> str:
+    """The Airflow connection `kms_db` for a campaign database URL, in JSON form
+    (the URI form loses a Unix-socket host)."""
+    fields = {
+        "conn_type": "postgres",
+        "host": url.query.get("host") or url.host,
+        "port": url.port,
+        "login": url.username,
+        "password": url.password,
+        "schema": url.database,
+    }
+    return json.dumps({key: value for key, value in fields.items() if value is not None})
+
+
+def airflow_environment(settings: Settings, databases: Databases) -> dict[str, str]:
+    """The process environment for every Airflow command kms runs."""
+    keys = _installation_secrets(settings.home)
+    base_url = f"http://127.0.0.1:{settings.airflow_port}"
+    env = dict(os.environ)
+    # Without bytecode files every Airflow process recompiles Airflow (2x slower start).
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env.update(
+        {
+            "AIRFLOW_HOME": str(settings.airflow_home),
+            "AIRFLOW_CONFIG": str(PROJECT_ROOT / "airflow.cfg"),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_ROOT / "dags"),
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": databases.airflow.render_as_string(hide_password=False),
+            "AIRFLOW__CORE__FERNET_KEY": keys["fernet_key"],
+            "AIRFLOW__API_AUTH__JWT_SECRET": keys["jwt_secret"],
+            "AIRFLOW__API__SECRET_KEY": keys["api_secret_key"],
+            "AIRFLOW__API__PORT": str(settings.airflow_port),
+            "AIRFLOW__API__BASE_URL": base_url,
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{base_url}/execution/",
+            "AIRFLOW_CONN_KMS_DB": kms_db_connection(databases.kms),
+            "KMS_HOME": str(settings.home),
+            "GX_ANALYTICS_ENABLED": "false",
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
+        }
+    )
+    return env
+
+
+def airflow_command(*args: str) -> list[str]:
+    """The command line of `airflow ARGS` in this virtual environment."""
+    return [sys.executable, "-m", "airflow", *args]
+
+
+def migrate_metadata(env: dict[str, str], log_file: Path) -> None:
+    """Run `airflow db migrate` (idempotent), logging to `log_file`."""
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with log_file.open("ab") as log:
+        result = subprocess.run(
+            airflow_command("db", "migrate"), env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+    if result.returncode != 0:
+        raise AirflowError(f"airflow db migrate failed; see {log_file}: {last_log_line(log_file)}")
+
+
+class AirflowServices:
+    """The scheduler, DAG processor, triggerer and API server of one kms home."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.run_dir = settings.home / "run"
+        self.log_dir = settings.home / "logs"
+
+    def running(self) -> dict[str, int]:
+        """Component name -> pid of every component that is alive."""
+        alive = {}
+        for name in COMPONENTS:
+            pid = self._read_pid(name)
+            if pid is not None and _alive(pid):
+                alive[name] = pid
+        return alive
+
+    def start(self, env: dict[str, str], timeout: float = 300.0) -> Endpoint:
+        """Start every component that is not running and wait until the UI answers."""
+        port = self.settings.airflow_port
+        already = self.running()
+        if "api-server" not in already:
+            ensure_port_free(port)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        for name in COMPONENTS:
+            if name in already:
+                continue
+            with (self.log_dir / f"{name}.log").open("ab") as log:
+                process = subprocess.Popen(
+                    airflow_command(name),
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    start_new_session=True,
+                )
+            (self.run_dir / f"airflow-{name}.pid").write_text(str(process.pid))
+        self._wait_healthy(port, timeout)
+        return self.endpoint()
+
+    def stop(self, timeout: float = 30.0) -> list[str]:
+        """Stop every running component (SIGTERM, then SIGKILL after `timeout`)."""
+        running = self.running()
+        for pid in running.values():
+            _signal_group(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and any(_alive(pid) for pid in running.values()):
+            time.sleep(0.2)
+        for pid in running.values():
+            if _alive(pid):
+                _signal_group(pid, signal.SIGKILL)
+        for name in COMPONENTS:
+            (self.run_dir / f"airflow-{name}.pid").unlink(missing_ok=True)
+        return sorted(running)
+
+    def endpoint(self) -> Endpoint:
+        """The UI's URL and the admin login written by Airflow's simple auth manager."""
+        passwords = self.settings.airflow_home / "simple_auth_manager_passwords.json.generated"
+        password = None
+        if passwords.is_file():
+            password = json.loads(passwords.read_text()).get(ADMIN_USER)
+        return Endpoint(
+            url=f"http://127.0.0.1:{self.settings.airflow_port}", user=ADMIN_USER, password=password
+        )
+
+    def _wait_healthy(self, port: int, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        health = f"http://127.0.0.1:{port}/api/v2/monitor/health"
+        while time.monotonic() < deadline:
+            dead = [name for name in COMPONENTS if name not in self.running()]
+            if dead:
+                log = self.log_dir / f"{dead[0]}.log"
+                raise AirflowError(f"airflow {dead[0]} exited; see {log}: {last_log_line(log)}")
+            try:
+                with urllib.request.urlopen(health, timeout=5) as response:
+                    if response.status == 200:
+                        return
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            time.sleep(1.0)
+        raise AirflowError(f"the Airflow UI did not answer on {health} within {timeout:.0f} s")
+
+    def _read_pid(self, name: str) -> int | None:
+        try:
+            return int((self.run_dir / f"airflow-{name}.pid").read_text().strip())
+        except (OSError, ValueError):
+            return None
+
+
+def ensure_port_free(port: int) -> None:
+    """Raise ConfigError when something already listens on 127.0.0.1:`port`."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError as exc:
+            raise ConfigError(
+                f"port {port} on 127.0.0.1 is in use ({exc.strerror}); "
+                "stop what uses it or set KMS_AIRFLOW_PORT to a free port"
+            ) from exc
+
+
+def _installation_secrets(home: Path) -> dict[str, str]:
+    """Keys generated once per installation and kept in a file only its owner can read."""
+    path = home / "secrets.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    home.mkdir(parents=True, exist_ok=True)
+    keys = {
+        "fernet_key": Fernet.generate_key().decode(),
+        "jwt_secret": secrets.token_urlsafe(48),
+        "api_secret_key": secrets.token_urlsafe(48),
+    }
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        json.dump(keys, out)
+    return keys
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child of this very process still answers kill(0); reap it.
+    try:
+        finished, _ = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return True
+    return finished == 0
+
+
+def _signal_group(pid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, sig)

@@ -1,0 +1,227 @@
+"""The `kms` command line.
+
+    kms db start|stop|status|upgrade   the campaign database
+    kms up | down | status             Airflow (scheduler, DAG processor, triggerer, UI)
+    kms airflow ARGS...                the airflow CLI with kms's environment
+    kms generate --guests N ...        the resort's source-system exports
+    kms demo                           the main job on the embedded default
+
+An expected failure prints one line on stderr and exits 1; a usage error exits 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+from campaign_lib.config import load_settings
+from campaign_lib.errors import KmsError
+
+DEMO_GUESTS = 20_000
+DEMO_SEED = 42
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a usage error on one line instead of usage plus error."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _db_start(_args: argparse.Namespace) -> None:
+    from campaign_lib.db import display_url, open_databases
+
+    databases = open_databases(load_settings())
+    print(f"campaign database: {display_url(databases.kms)}")
+    print(f"airflow metadata:  {display_url(databases.airflow)}")
+
+
+def _db_stop(_args: argparse.Namespace) -> None:
+    from campaign_lib.db import embedded_server
+
+    settings = load_settings()
+    if not settings.uses_embedded_database:
+        print("KMS_DATABASE_URL is set: kms does not manage that server")
+        return
+    stopped = embedded_server(settings).stop()
+    print("stopped" if stopped else "not running")
+
+
+def _db_status(_args: argparse.Namespace) -> None:
+    from campaign_lib.db import check_reachable, display_url, embedded_server, make_engine
+    from campaign_lib.db.migrate import current_revision, head_revision
+
+    settings = load_settings()
+    if settings.uses_embedded_database:
+        status = embedded_server(settings).status()
+        if not status.running:
+            print(f"embedded PostgreSQL: stopped (data in {status.data_dir})")
+            return
+        print(f"embedded PostgreSQL: running, pid {status.pid}, data in {status.data_dir}")
+        url = embedded_server(settings).url("kms")
+    else:
+        url = settings.database_url
+        check_reachable(url)
+        print(f"external PostgreSQL: reachable at {display_url(url)}")
+    engine = make_engine(url)
+    try:
+        revision = current_revision(engine)
+    finally:
+        engine.dispose()
+    head = head_revision()
+    state = "up to date" if revision == head else f"behind (head is {head}; run kms db upgrade)"
+    print(f"schema revision: {revision or 'none'}, {state}")
+
+
+def _upgrade_schema(url) -> tuple[str | None, str]:
+    from campaign_lib.db import make_engine
+    from campaign_lib.db.migrate import upgrade
+
+    engine = make_engine(url)
+    try:
+        return upgrade(engine)
+    finally:
+        engine.dispose()
+
+
+def _db_upgrade(_args: argparse.Namespace) -> None:
+    from campaign_lib.db import open_databases
+
+    before, after = _upgrade_schema(open_databases(load_settings()).kms)
+    print(f"schema at revision {after}" + ("" if before == after else f" (was {before or 'empty'})"))
+
+
+def _airflow(args: argparse.Namespace) -> None:
+    from campaign_lib.airflow_runtime import airflow_command, airflow_environment
+    from campaign_lib.db import open_databases
+
+    settings = load_settings()
+    env = airflow_environment(settings, open_databases(settings))
+    command = airflow_command(*args.airflow_args)
+    os.execve(command[0], command, env)
+
+
+def _up(_args: argparse.Namespace) -> None:
+    from campaign_lib.airflow_runtime import (
+        AirflowServices,
+        airflow_environment,
+        ensure_port_free,
+        migrate_metadata,
+    )
+    from campaign_lib.db import open_databases
+
+    settings = load_settings()
+    services = AirflowServices(settings)
+    if "api-server" not in services.running():
+        ensure_port_free(settings.airflow_port)
+    databases = open_databases(settings)
+    _upgrade_schema(databases.kms)
+    env = airflow_environment(settings, databases)
+    if not services.running():
+        print("migrating the Airflow metadata database ...", flush=True)
+        migrate_metadata(env, services.log_dir / "db-migrate.log")
+    print("starting scheduler, dag-processor, triggerer and api-server ...", flush=True)
+    endpoint = services.start(env)
+    print(f"Airflow UI: {endpoint.url}")
+    password = endpoint.password or "(see simple_auth_manager_passwords.json.generated)"
+    print(f"login:      {endpoint.user} / {password}")
+    print(f"logs:       {services.log_dir}")
+
+
+def _down(_args: argparse.Namespace) -> None:
+    from campaign_lib.airflow_runtime import AirflowServices
+
+    stopped = AirflowServices(load_settings()).stop()
+    print(f"stopped: {', '.join(stopped)}" if stopped else "Airflow was not running")
+
+
+def _status(_args: argparse.Namespace) -> None:
+    from campaign_lib.airflow_runtime import COMPONENTS, AirflowServices
+
+    services = AirflowServices(load_settings())
+    running = services.running()
+    for name in COMPONENTS:
+        print(f"{name:14} {'running, pid ' + str(running[name]) if name in running else 'stopped'}")
+    if "api-server" in running:
+        print(f"Airflow UI: {services.endpoint().url}")
+
+
+def _generate(args: argparse.Namespace) -> None:
+    from campaign_lib.generator import generate
+
+    try:
+        summary = generate(Path(args.out), guests=args.guests, seed=args.seed, workers=args.workers)
+    except ValueError as exc:
+        raise KmsError(str(exc)) from exc
+    print(json.dumps(summary.as_dict(), indent=2))
+
+
+def _demo(args: argparse.Namespace) -> None:
+    from campaign_lib.generator import generate
+
+    _db_start(args)
+    _db_upgrade(args)
+    out = load_settings().home / "demo" / "drop"
+    if out.exists():
+        # The demo data set is a pure function of its seed: regenerate, never append.
+        shutil.rmtree(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    summary = generate(out, guests=args.guests, seed=DEMO_SEED, workers=2)
+    figures = summary.as_dict()
+    print(f"demo data: {args.guests:,} guests written to {out}")
+    print(json.dumps(figures, indent=2))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="kms", description="kms: campaign management on Apache Airflow")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    db = commands.add_parser("db", help="the campaign database").add_subparsers(
+        dest="db_command", required=True, parser_class=_Parser
+    )
+    db.add_parser("start", help="start the embedded PostgreSQL (or reuse it)").set_defaults(func=_db_start)
+    db.add_parser("stop", help="stop the embedded PostgreSQL").set_defaults(func=_db_stop)
+    db.add_parser("status", help="server and schema state").set_defaults(func=_db_status)
+    db.add_parser("upgrade", help="migrate the schema to the newest revision").set_defaults(func=_db_upgrade)
+
+    commands.add_parser("up", help="start Airflow and wait until its UI answers").set_defaults(func=_up)
+    commands.add_parser("down", help="stop Airflow").set_defaults(func=_down)
+    commands.add_parser("status", help="which Airflow components run").set_defaults(func=_status)
+
+    airflow = commands.add_parser("airflow", help="run the airflow CLI with kms's environment")
+    airflow.add_argument("airflow_args", nargs=argparse.REMAINDER)
+    airflow.set_defaults(func=_airflow)
+
+    generate = commands.add_parser("generate", help="write the resort's source-system exports")
+    generate.add_argument("--guests", type=int, required=True, help="number of persons")
+    generate.add_argument("--seed", type=int, default=DEMO_SEED)
+    generate.add_argument("--out", required=True, help="empty or new folder to write the drop folders to")
+    generate.add_argument("--workers", type=int, default=1, help="processes (output does not depend on it)")
+    generate.set_defaults(func=_generate)
+
+    demo = commands.add_parser("demo", help="the main job on the embedded default")
+    demo.add_argument("--guests", type=int, default=DEMO_GUESTS)
+    demo.set_defaults(func=_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `kms` console script; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except KmsError as exc:
+        print(f"kms: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("kms: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
