@@ -171,9 +171,12 @@ def _demo(args: argparse.Namespace) -> None:
         shutil.rmtree(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     summary = generate(out, guests=args.guests, seed=DEMO_SEED, workers=2)
-    figures = summary.as_dict()
-    print(f"demo data: {args.guests:,} guests written to {out}")
-    print(json.dumps(figures, indent=2))
+    print(f"\ndemo data: {summary.guests:,} guests, seed {summary.seed}, as of {summary.as_of}, in {out}")
+    print(f"  {'feed':<16} {'files':>6} {'rows':>12}")
+    for feed in summary.feeds:
+        print(f"  {feed.feed:<16} {feed.files:>6} {feed.rows:>12,}")
+    print(f"  {'activities':<16} {'':>6} {summary.total_activities:>12,}")
+    print(f"  written in {summary.elapsed_seconds:.1f} s; ground truth in {out / 'ground_truth'}")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -78,7 +78,9 @@ def _airflow_template(cur, server: Databases, env: dict[str, str]) -> str:
             )
             if result.returncode != 0:
                 cur.execute(f'drop database "{name}_building" with (force)')
-                raise RuntimeError(f"airflow db migrate of the test template failed:\n{result.stdout[-3000:]}")
+                raise RuntimeError(
+                    f"airflow db migrate of the test template failed:\n{result.stdout[-3000:]}"
+                )
             cur.execute(f'alter database "{name}_building" rename to "{name}"')
     finally:
         cur.execute("select pg_advisory_unlock(%s)", (_TEMPLATE_LOCK_KEY,))
@@ -88,7 +90,9 @@ def _airflow_template(cur, server: Databases, env: dict[str, str]) -> str:
 def _prepare_test_databases() -> tuple[Databases, Path]:
     settings = load_settings()
     server = open_databases(settings)
-    test = Databases(kms=server.kms.set(database=f"kms_test_{PID}"), airflow=server.kms.set(database=f"airflow_test_{PID}"))
+    test = Databases(
+        kms=server.kms.set(database=f"kms_test_{PID}"), airflow=server.kms.set(database=f"airflow_test_{PID}")
+    )
     home = Path(tempfile.mkdtemp(prefix="kms-test-home-"))
     test_settings = replace(settings, home=home, database_url=test.kms, airflow_database_url=test.airflow)
     env = airflow_environment(test_settings, test)
@@ -112,9 +116,17 @@ def _prepare_test_databases() -> tuple[Databases, Path]:
         engine.dispose()
 
     # Airflow reads its configuration when first imported: set it before any test does.
-    for key in ("AIRFLOW_HOME", "AIRFLOW_CONFIG", "AIRFLOW__CORE__DAGS_FOLDER", "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN",
-                "AIRFLOW__CORE__FERNET_KEY", "AIRFLOW__API_AUTH__JWT_SECRET", "AIRFLOW__API__SECRET_KEY",
-                "AIRFLOW_CONN_KMS_DB", "GX_ANALYTICS_ENABLED"):
+    for key in (
+        "AIRFLOW_HOME",
+        "AIRFLOW_CONFIG",
+        "AIRFLOW__CORE__DAGS_FOLDER",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN",
+        "AIRFLOW__CORE__FERNET_KEY",
+        "AIRFLOW__API_AUTH__JWT_SECRET",
+        "AIRFLOW__API__SECRET_KEY",
+        "AIRFLOW_CONN_KMS_DB",
+        "GX_ANALYTICS_ENABLED",
+    ):
         os.environ[key] = env[key]
     os.environ["KMS_HOME"] = str(home)
     os.environ["KMS_DATABASE_URL"] = test.kms.render_as_string(hide_password=False)

@@ -78,9 +78,14 @@ def test_usage_errors_exit_2_with_one_line(args: list[str], fragment: str) -> No
             id="database-url-not-postgresql",
         ),
         pytest.param(
-            ["db", "start"], {"KMS_DATABASE_URL": "not a url"}, "not a database URL", id="database-url-garbage"
+            ["db", "start"],
+            {"KMS_DATABASE_URL": "not a url"},
+            "not a database URL",
+            id="database-url-garbage",
         ),
-        pytest.param(["up"], {"KMS_AIRFLOW_PORT": "99999"}, "TCP port number", id="airflow-port-out-of-range"),
+        pytest.param(
+            ["up"], {"KMS_AIRFLOW_PORT": "99999"}, "TCP port number", id="airflow-port-out-of-range"
+        ),
     ],
 )
 def test_configuration_errors_exit_1_with_one_line(

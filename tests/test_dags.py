@@ -16,8 +16,16 @@ from campaign_lib.config import PROJECT_ROOT
 DAG_FOLDER = PROJECT_ROOT / "dags"
 DAG_FILES = sorted(path for path in DAG_FOLDER.glob("*.py") if not path.name.startswith("_"))
 # Modules a DAG file must not pull in at parse time: they belong inside tasks.
-HEAVY_MODULES = ("campaign_lib", "connectors", "sqlalchemy", "great_expectations", "pandas", "matplotlib",
-                 "paramiko", "psycopg2")
+HEAVY_MODULES = (
+    "campaign_lib",
+    "connectors",
+    "sqlalchemy",
+    "great_expectations",
+    "pandas",
+    "matplotlib",
+    "paramiko",
+    "psycopg2",
+)
 
 # Runs in a fresh interpreter so that what each DAG file imports can be seen; Airflow's
 # SDK is imported first, as the DAG processor has it loaded already.

@@ -21,8 +21,12 @@ def resort(clean_db: Engine) -> dict[str, int]:
         def insert(sql: str, **values) -> int:
             return conn.execute(text(sql), values).scalar_one()
 
-        ids["account"] = insert("insert into core.account (account_type, name) values ('household', 'Müller') returning account_id")
-        ids["other_account"] = insert("insert into core.account (account_type) values ('household') returning account_id")
+        ids["account"] = insert(
+            "insert into core.account (account_type, name) values ('household', 'Müller') returning account_id"
+        )
+        ids["other_account"] = insert(
+            "insert into core.account (account_type) values ('household') returning account_id"
+        )
         ids["location"] = insert(
             "insert into core.location (account_id, street, postal_code, city, country_code) "
             "values (:a, 'Hauptstraße 1', '79312', 'Emmendingen', 'DE') returning location_id",
@@ -308,10 +312,13 @@ def test_valid_rows_are_accepted(resort: dict[str, int], engine: Engine) -> None
 def test_merged_contact_points_to_its_survivor(resort: dict[str, int], engine: Engine) -> None:
     with engine.begin() as conn:
         duplicate = conn.execute(
-            text("insert into core.contact (account_id) values (:a) returning contact_id"), {"a": resort["account"]}
+            text("insert into core.contact (account_id) values (:a) returning contact_id"),
+            {"a": resort["account"]},
         ).scalar_one()
         conn.execute(
-            text("update core.contact set status = 'merged', merged_into_contact_id = :s where contact_id = :d"),
+            text(
+                "update core.contact set status = 'merged', merged_into_contact_id = :s where contact_id = :d"
+            ),
             {"s": resort["contact"], "d": duplicate},
         )
         survivor = conn.execute(
