@@ -63,7 +63,7 @@ create type core.account_type as enum ('household', 'company');
 create type core.contact_status as enum ('active', 'anonymous', 'merged', 'erased');
 create type core.identifier_kind as enum (
     'email', 'phone', 'loyalty_card', 'booking_ref', 'crm_id', 'cookie_id',
-    'device_token', 'push_token', 'source_customer_id');
+    'device_token', 'push_token', 'source_customer_id', 'order_ref');
 create type core.channel as enum ('email', 'sms', 'push', 'phone', 'post');
 create type core.consent_status as enum ('opt_in', 'opt_out');
 create type core.inquiry_status as enum ('open', 'answered', 'closed');

@@ -1,0 +1,1 @@
+"""The data phase: source files and API batches become standardised source records."""
