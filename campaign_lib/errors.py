@@ -1,8 +1,11 @@
 """The one exception tree of kms.
 
     KmsError
-    ├── ConfigError          a setting or definition is missing or invalid
-    └── DatabaseError        the campaign database cannot be reached, started or migrated
+    ├── ConfigError                  a setting or definition is missing or invalid
+    ├── DatabaseError                the campaign database cannot be reached, started or migrated
+    └── IngestError                  a source cannot be read; permanent unless a subclass says otherwise
+        ├── SourceUnavailableError   transient: server down, connection dropped; worth a retry
+        └── HostKeyError             permanent: the server's host key is unknown or has changed
 
 Every expected failure raises a subclass of KmsError with a message a user can act
 on; the `kms` command line prints that message on one line and exits non-zero.
@@ -19,3 +22,15 @@ class ConfigError(KmsError):
 
 class DatabaseError(KmsError):
     """The campaign database cannot be reached, started or migrated."""
+
+
+class IngestError(KmsError):
+    """A source cannot be read (e.g. its credentials are refused); retrying will not help."""
+
+
+class SourceUnavailableError(IngestError):
+    """A source is down or dropped the connection; a retry later may succeed."""
+
+
+class HostKeyError(IngestError):
+    """A server's host key is not the one in known_hosts; never retried, a human must check it."""

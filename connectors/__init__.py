@@ -1,0 +1,1 @@
+"""The edges to other systems, one module per protocol."""
