@@ -5,7 +5,8 @@
     ├── DatabaseError                the campaign database cannot be reached, started or migrated
     └── IngestError                  a source cannot be read; permanent unless a subclass says otherwise
         ├── SourceUnavailableError   transient: server down, connection dropped; worth a retry
-        └── HostKeyError             permanent: the server's host key is unknown or has changed
+        ├── HostKeyError             permanent: the server's host key is unknown or has changed
+        └── FileRejected             permanent: a file fails a file-level check and is quarantined whole
 
 Every expected failure raises a subclass of KmsError with a message a user can act
 on; the `kms` command line prints that message on one line and exits non-zero.
@@ -34,3 +35,8 @@ class SourceUnavailableError(IngestError):
 
 class HostKeyError(IngestError):
     """A server's host key is not the one in known_hosts; never retried, a human must check it."""
+
+
+class FileRejected(IngestError):
+    """A file fails a file-level check (header, encoding, truncation, shrink, quality gate);
+    it is quarantined whole and nothing of it is merged."""

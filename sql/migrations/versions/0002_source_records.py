@@ -104,9 +104,28 @@ comment on table ingest.record is
 create index record_unresolved_idx on ingest.record (record_id) where resolved_at is null;
 create index record_contact_idx on ingest.record (contact_id);
 create index record_file_idx on ingest.record (ingest_file_id);
+
+-- Staging: a file's standardised rows and rejected rows wait here, keyed by the file,
+-- until the quality gate has passed and one transaction merges them. Unlogged: after a
+-- crash PostgreSQL empties them, and the ledger (not merged) makes the file load again.
+create unlogged table ingest.stage_record (like ingest.record including defaults);
+alter table ingest.stage_record
+    drop column record_id, drop column contact_id, drop column received_at,
+    drop column changed_at, drop column resolved_at;
+create index stage_record_file_idx on ingest.stage_record (ingest_file_id);
+create unlogged table ingest.stage_rejected (
+    ingest_file_id bigint not null,
+    line_number    integer,
+    reasons        text[] not null,
+    raw_line       text,
+    record         jsonb
+);
+create index stage_rejected_file_idx on ingest.stage_rejected (ingest_file_id);
 """
 
 DOWNGRADE = """
+drop table ingest.stage_rejected;
+drop table ingest.stage_record;
 drop table ingest.record;
 alter table ingest.file drop column quality;
 """

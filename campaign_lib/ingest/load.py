@@ -1,0 +1,308 @@
+"""Loading: a received file (or API batch) becomes source records, exactly once.
+
+The path of one file, each step idempotent:
+
+1. **ledger** — `ingest.file` gets one row per feed and content sha256. The same content
+   again is a no-op; a corrected file has new content and updates by natural key.
+2. **staging** — the parser's standardised records are COPYed into
+   `ingest.stage_record`, rejected rows into `ingest.stage_rejected` (committed, so a
+   quality gate in another connection can read them).
+3. **gate** — file-level checks (the parser's, and the shrink check of snapshots), then
+   Great Expectations on the staged rows (campaign_lib.ingest.quality).
+4. **merge** — one transaction upserts the records into `ingest.record`, moves rejected
+   rows to the quarantine, closes the ledger row and empties staging. A crash before it
+   leaves the ledger open, and the next attempt starts over; after it, the file is done.
+
+A file that fails a file-level check is quarantined whole: nothing of it is merged, the
+ledger says why, and `FileRejected` is raised so that the task turns red.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import io
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from operator import attrgetter
+from pathlib import Path
+
+import psycopg2
+from sqlalchemy.engine import URL, Engine
+
+from campaign_lib.errors import FileRejected
+from campaign_lib.ingest.quality import check_staged_file
+from campaign_lib.ingest.record import RECORD_COLUMNS, RejectedRow, SourceRecord
+from campaign_lib.sqlfiles import queries
+
+COPY_BATCH_ROWS = 5_000
+_record_values = attrgetter(*RECORD_COLUMNS)
+_COPY_RECORDS = f"copy ingest.stage_record ({', '.join(RECORD_COLUMNS)}, feed, ingest_file_id) from stdin"
+_COPY_REJECTED = (
+    "copy ingest.stage_rejected (ingest_file_id, line_number, reasons, raw_line, record) from stdin"
+)
+_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    """What loading one file did."""
+
+    ingest_file_id: int
+    status: str
+    duplicate: bool
+    rows_received: int
+    rows_loaded: int
+    rows_quarantined: int
+    records_changed: int
+    error: str | None = None
+
+
+def file_fingerprint(path: Path) -> tuple[str, int]:
+    """sha256 (hex) and size of a local file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest(), path.stat().st_size
+
+
+def _copy_value(value) -> str:
+    if value is None:
+        return "\\N"
+    if isinstance(value, str):
+        return value.translate(_ESCAPES)
+    if isinstance(value, dict):
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":")).translate(_ESCAPES)
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    return str(value)
+
+
+def _array_literal(items: Iterable[str]) -> str:
+    quoted = ('"' + item.replace("\\", "\\\\").replace('"', '\\"') + '"' for item in items)
+    return "{" + ",".join(quoted) + "}"
+
+
+class _CopyStream(io.RawIOBase):
+    """A readable stream of COPY text lines produced on demand from an iterator."""
+
+    def __init__(self, lines: Iterator[str]):
+        self._lines = lines
+        self._buffer = b""
+        # psycopg2 reports an exception raised while it reads as a generic COPY failure;
+        # keep the original so the caller can raise it (FileRejected, a dropped source).
+        self.error: BaseException | None = None
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, target) -> int:
+        while len(self._buffer) < len(target):
+            try:
+                chunk = "".join(line for _, line in zip(range(COPY_BATCH_ROWS), self._lines, strict=False))
+            except BaseException as exc:
+                self.error = exc
+                raise
+            if not chunk:
+                break
+            self._buffer += chunk.encode("utf-8")
+        size = min(len(target), len(self._buffer))
+        target[:size] = self._buffer[:size]
+        self._buffer = self._buffer[size:]
+        return size
+
+
+@dataclass
+class _Counts:
+    received: int = 0
+    loaded: int = 0
+    rejected: int = 0
+
+
+def _stage(
+    engine: Engine, rows: Iterable[SourceRecord | RejectedRow], file_id: int, feed: str, counts: _Counts
+) -> None:
+    """COPY records and rejected rows into staging, counting them in `counts` as they pass
+    (so a file rejected half-way still reports how many rows it had)."""
+    rejected: list[str] = []
+    suffix = f"\t{_copy_value(feed)}\t{file_id}\n"
+
+    def record_lines() -> Iterator[str]:
+        for row in rows:
+            counts.received += 1
+            if isinstance(row, RejectedRow):
+                counts.rejected += 1
+                rejected.append(
+                    "\t".join(
+                        (
+                            str(file_id),
+                            str(row.line_number),
+                            _copy_value(_array_literal(row.reasons)),
+                            _copy_value(row.raw_line),
+                            _copy_value(row.record),
+                        )
+                    )
+                    + "\n"
+                )
+                continue
+            counts.loaded += 1
+            yield "\t".join(map(_copy_value, _record_values(row))) + suffix
+
+    records = _CopyStream(record_lines())
+    raw = engine.raw_connection()
+    try:
+        with raw.cursor() as cursor:
+            cursor.copy_expert(_COPY_RECORDS, records, size=1 << 20)
+            cursor.copy_expert(_COPY_REJECTED, _CopyStream(iter(rejected)), size=1 << 20)
+        raw.commit()
+    except psycopg2.Error as exc:
+        if records.error is not None:
+            raise records.error from None
+        if isinstance(exc, psycopg2.DataError | psycopg2.IntegrityError):
+            detail = " ".join(str(exc).split())
+            raise FileRejected(f"staging refused a standardised value: {detail}") from exc
+        raise
+    finally:
+        raw.close()
+
+
+def load_rows(
+    engine: Engine,
+    url: URL,
+    *,
+    feed: str,
+    channel: str,
+    name: str,
+    content_sha256: str,
+    size_bytes: int,
+    rows: Iterable[SourceRecord | RejectedRow],
+    snapshot_max_shrink: float | None = None,
+    remote_path: str | None = None,
+    today: dt.date | None = None,
+) -> LoadResult:
+    """Load one file's or batch's parsed rows exactly once (see the module docstring).
+
+    `rows` is consumed only when the content is new or an earlier attempt did not
+    finish. Raises FileRejected after quarantining the whole file when a file-level
+    check or the quality gate fails.
+    """
+    sql = queries("ingest.sql")
+    with engine.begin() as conn:
+        entry = conn.execute(
+            sql["register_file"],
+            {
+                "feed": feed,
+                "channel": channel,
+                "name": name,
+                "remote_path": remote_path,
+                "size_bytes": size_bytes,
+                "content_sha256": content_sha256,
+            },
+        ).one()
+    file_id = entry.ingest_file_id
+    if entry.status in ("merged", "quarantined"):
+        return _existing(engine, file_id)
+
+    # One loader per file: a second copy of the task waits here for the first and then
+    # finds the file done. The lock is the session's, so a killed worker releases it.
+    with engine.connect() as lock:
+        lock.execute(sql["lock_file"], {"file_id": file_id})
+        try:
+            return _load_locked(engine, url, file_id, feed, rows, snapshot_max_shrink, today)
+        finally:
+            lock.execute(sql["unlock_file"], {"file_id": file_id})
+            lock.commit()
+
+
+def _load_locked(
+    engine: Engine,
+    url: URL,
+    file_id: int,
+    feed: str,
+    rows: Iterable[SourceRecord | RejectedRow],
+    snapshot_max_shrink: float | None,
+    today: dt.date | None,
+) -> LoadResult:
+    sql = queries("ingest.sql")
+    with engine.begin() as conn:
+        status = conn.execute(sql["file_outcome"], {"file_id": file_id}).one().status
+        if status in ("merged", "quarantined"):
+            return _existing(engine, file_id)
+        conn.execute(sql["clear_staging"], {"file_id": file_id})
+        previous_rows = conn.execute(sql["previous_load"], {"feed": feed, "file_id": file_id}).scalar()
+
+    counts = _Counts()
+    try:
+        _stage(engine, rows, file_id, feed, counts)
+        if (
+            snapshot_max_shrink is not None
+            and previous_rows
+            and counts.received < previous_rows * (1 - snapshot_max_shrink)
+        ):
+            raise FileRejected(
+                f"snapshot shrank from {previous_rows:,} to {counts.received:,} rows "
+                f"(more than {snapshot_max_shrink:.0%}); refusing to treat the missing rows as gone"
+            )
+        if counts.loaded == 0:
+            raise FileRejected(f"no loadable rows: all {counts.received:,} rows were rejected")
+        gate = check_staged_file(url, file_id, previous_rows, today or dt.date.today())
+        if not gate.passed:
+            raise FileRejected(gate.reason())
+    except FileRejected as rejection:
+        _quarantine_file(engine, file_id, str(rejection), counts.received)
+        raise
+
+    with engine.begin() as conn:
+        changed = conn.execute(sql["merge_records"], {"file_id": file_id}).scalar_one()
+        conn.execute(sql["quarantine_rejected"], {"file_id": file_id})
+        conn.execute(
+            sql["finish_file"],
+            {
+                "file_id": file_id,
+                "status": "merged",
+                "rows_received": counts.received,
+                "rows_loaded": counts.loaded,
+                "rows_quarantined": counts.rejected,
+                "quality": json.dumps(gate.report),
+                "error": None,
+            },
+        )
+        conn.execute(sql["drop_staging"], {"file_id": file_id})
+    return LoadResult(file_id, "merged", False, counts.received, counts.loaded, counts.rejected, changed)
+
+
+def _quarantine_file(engine: Engine, file_id: int, reason: str, rows_received: int) -> None:
+    sql = queries("ingest.sql")
+    with engine.begin() as conn:
+        conn.execute(sql["drop_staging"], {"file_id": file_id})
+        conn.execute(sql["forget_quarantine"], {"file_id": file_id})
+        conn.execute(sql["quarantine_file"], {"file_id": file_id, "reason": reason})
+        conn.execute(
+            sql["finish_file"],
+            {
+                "file_id": file_id,
+                "status": "quarantined",
+                "rows_received": rows_received,
+                "rows_loaded": 0,
+                "rows_quarantined": rows_received,
+                "quality": None,
+                "error": reason,
+            },
+        )
+
+
+def _existing(engine: Engine, file_id: int) -> LoadResult:
+    with engine.connect() as conn:
+        row = conn.execute(queries("ingest.sql")["file_outcome"], {"file_id": file_id}).one()
+    return LoadResult(
+        file_id,
+        row.status,
+        True,
+        row.rows_received or 0,
+        row.rows_loaded or 0,
+        row.rows_quarantined or 0,
+        0,
+        row.error,
+    )

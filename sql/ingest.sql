@@ -1,0 +1,217 @@
+-- name: register_file
+-- Records a received file or API batch in the ledger and returns its row. The same
+-- content of the same feed is one row: a redelivery returns the existing entry.
+insert into ingest.file (feed, channel, name, remote_path, size_bytes, content_sha256)
+values (:feed, :channel, :name, :remote_path, :size_bytes, :content_sha256)
+on conflict (feed, content_sha256) do update set feed = excluded.feed
+returning ingest_file_id, status, (xmax = 0) as is_new;
+
+-- name: clear_staging
+-- Removes what an earlier, interrupted attempt left for this file.
+delete from ingest.stage_record where ingest_file_id = :file_id;
+delete from ingest.stage_rejected where ingest_file_id = :file_id;
+delete from ingest.quarantine where ingest_file_id = :file_id;
+
+-- name: previous_load
+-- Rows received by the newest merged file of the feed before this one: the reference
+-- of the shrink check for snapshots and of the row-count expectation.
+select rows_received
+from ingest.file
+where feed = :feed and status = 'merged' and ingest_file_id <> :file_id
+order by finished_at desc, ingest_file_id desc
+limit 1;
+
+-- name: merge_records
+-- Upserts the file's staged records into ingest.record by natural key and returns how
+-- many rows were inserted or changed. Unchanged rows are skipped by the IS DISTINCT
+-- FROM guard, so a redelivered or corrected file costs little and only what really
+-- changed goes back to identity resolution (resolved_at = null).
+with merged as (
+    insert into ingest.record as r (
+    source_system,
+    record_kind,
+    source_key,
+    line_number,
+    salutation,
+    first_name,
+    last_name,
+    birth_date,
+    email,
+    phone_e164,
+    language,
+    company_name,
+    account_type,
+    street,
+    postal_code,
+    city,
+    country_code,
+    address_valid_from,
+    crm_contact_id,
+    crm_account_id,
+    source_customer_id,
+    booking_ref,
+    order_ref,
+    loyalty_card,
+    cookie_id,
+    activity_type,
+    occurred_at,
+    ended_at,
+    amount_cents,
+    currency,
+    quantity,
+    product_sku,
+    product_name,
+    outlet,
+    attributes,
+    consent_channel,
+    consent_purpose,
+    consent_status,
+    double_opt_in_at,
+    inquiry_topic,
+    inquiry_body,
+    feed,
+    ingest_file_id
+    )
+    select
+    source_system,
+    record_kind,
+    source_key,
+    line_number,
+    salutation,
+    first_name,
+    last_name,
+    birth_date,
+    email,
+    phone_e164,
+    language,
+    company_name,
+    account_type,
+    street,
+    postal_code,
+    city,
+    country_code,
+    address_valid_from,
+    crm_contact_id,
+    crm_account_id,
+    source_customer_id,
+    booking_ref,
+    order_ref,
+    loyalty_card,
+    cookie_id,
+    activity_type,
+    occurred_at,
+    ended_at,
+    amount_cents,
+    currency,
+    quantity,
+    product_sku,
+    product_name,
+    outlet,
+    attributes,
+    consent_channel,
+    consent_purpose,
+    consent_status,
+    double_opt_in_at,
+    inquiry_topic,
+    inquiry_body,
+    feed,
+    ingest_file_id
+    from ingest.stage_record
+    where ingest_file_id = :file_id
+    order by source_system, source_key
+    on conflict (source_system, source_key) do update set
+    record_kind = excluded.record_kind,
+    line_number = excluded.line_number,
+    salutation = excluded.salutation,
+    first_name = excluded.first_name,
+    last_name = excluded.last_name,
+    birth_date = excluded.birth_date,
+    email = excluded.email,
+    phone_e164 = excluded.phone_e164,
+    language = excluded.language,
+    company_name = excluded.company_name,
+    account_type = excluded.account_type,
+    street = excluded.street,
+    postal_code = excluded.postal_code,
+    city = excluded.city,
+    country_code = excluded.country_code,
+    address_valid_from = excluded.address_valid_from,
+    crm_contact_id = excluded.crm_contact_id,
+    crm_account_id = excluded.crm_account_id,
+    source_customer_id = excluded.source_customer_id,
+    booking_ref = excluded.booking_ref,
+    order_ref = excluded.order_ref,
+    loyalty_card = excluded.loyalty_card,
+    cookie_id = excluded.cookie_id,
+    activity_type = excluded.activity_type,
+    occurred_at = excluded.occurred_at,
+    ended_at = excluded.ended_at,
+    amount_cents = excluded.amount_cents,
+    currency = excluded.currency,
+    quantity = excluded.quantity,
+    product_sku = excluded.product_sku,
+    product_name = excluded.product_name,
+    outlet = excluded.outlet,
+    attributes = excluded.attributes,
+    consent_channel = excluded.consent_channel,
+    consent_purpose = excluded.consent_purpose,
+    consent_status = excluded.consent_status,
+    double_opt_in_at = excluded.double_opt_in_at,
+    inquiry_topic = excluded.inquiry_topic,
+    inquiry_body = excluded.inquiry_body,
+    feed = excluded.feed,
+    ingest_file_id = excluded.ingest_file_id,
+    changed_at = now(),
+    resolved_at = null
+    where (r.record_kind, r.salutation, r.first_name, r.last_name, r.birth_date, r.email, r.phone_e164, r.language, r.company_name, r.account_type, r.street, r.postal_code, r.city, r.country_code, r.address_valid_from, r.crm_contact_id, r.crm_account_id, r.source_customer_id, r.booking_ref, r.order_ref, r.loyalty_card, r.cookie_id, r.activity_type, r.occurred_at, r.ended_at, r.amount_cents, r.currency, r.quantity, r.product_sku, r.product_name, r.outlet, r.attributes, r.consent_channel, r.consent_purpose, r.consent_status, r.double_opt_in_at, r.inquiry_topic, r.inquiry_body)
+        is distinct from (excluded.record_kind, excluded.salutation, excluded.first_name, excluded.last_name, excluded.birth_date, excluded.email, excluded.phone_e164, excluded.language, excluded.company_name, excluded.account_type, excluded.street, excluded.postal_code, excluded.city, excluded.country_code, excluded.address_valid_from, excluded.crm_contact_id, excluded.crm_account_id, excluded.source_customer_id, excluded.booking_ref, excluded.order_ref, excluded.loyalty_card, excluded.cookie_id, excluded.activity_type, excluded.occurred_at, excluded.ended_at, excluded.amount_cents, excluded.currency, excluded.quantity, excluded.product_sku, excluded.product_name, excluded.outlet, excluded.attributes, excluded.consent_channel, excluded.consent_purpose, excluded.consent_status, excluded.double_opt_in_at, excluded.inquiry_topic, excluded.inquiry_body)
+    returning 1
+)
+select count(*) from merged;
+
+-- name: quarantine_rejected
+-- Moves the file's rejected rows into the quarantine, with every reason.
+insert into ingest.quarantine (ingest_file_id, line_number, record, raw_line, reasons)
+select ingest_file_id, line_number, record, raw_line, reasons
+from ingest.stage_rejected
+where ingest_file_id = :file_id;
+
+-- name: quarantine_file
+-- A file-level rejection: one quarantine row without a line number.
+insert into ingest.quarantine (ingest_file_id, line_number, reasons)
+values (:file_id, null, array[:reason]);
+
+-- name: finish_file
+-- Closes the ledger entry with its outcome and counts.
+update ingest.file
+set status = cast(:status as ingest.file_status),
+    rows_received = :rows_received,
+    rows_loaded = :rows_loaded,
+    rows_quarantined = :rows_quarantined,
+    quality = cast(:quality as jsonb),
+    error = :error,
+    finished_at = now()
+where ingest_file_id = :file_id;
+
+-- name: drop_staging
+-- Frees the staging rows once the file is merged or quarantined.
+delete from ingest.stage_record where ingest_file_id = :file_id;
+delete from ingest.stage_rejected where ingest_file_id = :file_id;
+
+-- name: lock_file
+-- Waits until no other loader works on this file; held by the loader's session, so a
+-- killed worker releases it with its connection.
+select pg_advisory_lock(:file_id);
+
+-- name: unlock_file
+select pg_advisory_unlock(:file_id);
+
+-- name: file_outcome
+-- The ledger entry of a file, for reporting a file that was already done.
+select status, rows_received, rows_loaded, rows_quarantined, error
+from ingest.file
+where ingest_file_id = :file_id;
+
+-- name: forget_quarantine
+-- Removes the quarantine rows of a file before a whole-file rejection replaces them.
+delete from ingest.quarantine where ingest_file_id = :file_id;

@@ -1,0 +1,194 @@
+"""Loading parsed rows exactly once: ledger, staging, quality gate, merge, quarantine."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.engine import URL, Engine
+
+from campaign_lib.errors import FileRejected
+from campaign_lib.ingest.load import load_rows
+from campaign_lib.ingest.record import RejectedRow, SourceRecord
+
+BERLIN = dt.timezone(dt.timedelta(hours=2))
+HOSTILE = "Robert'); DROP TABLE core.contact;-- {{ 7*7 }} <script>alert(1)</script>"
+
+
+def receipt(number: int, amount: int = 1250, **fields) -> SourceRecord:
+    values = {
+        "source_system": "restaurant_pos",
+        "record_kind": "receipt",
+        "source_key": f"R11-{number}",
+        "line_number": number + 1,
+        "loyalty_card": f"RC{number:010d}",
+        "activity_type": "restaurant_bill",
+        "occurred_at": dt.datetime(2026, 7, 1, 19, 30, tzinfo=BERLIN),
+        "amount_cents": amount,
+        "currency": "EUR",
+        "outlet": "Seeblick",
+        "attributes": {"covers": 2},
+    }
+    values.update(fields)
+    return SourceRecord(**values)
+
+
+def load(engine: Engine, url: URL, rows, sha: str = "a", **kwargs):
+    arguments = {
+        "feed": "restaurant_pos",
+        "channel": "sftp",
+        "name": f"pos_receipts_{sha}.csv",
+        "content_sha256": sha * 64,
+        "size_bytes": 100,
+        "rows": rows,
+        "today": dt.date(2026, 11, 22),
+    }
+    arguments.update(kwargs)
+    return load_rows(engine, url, **arguments)
+
+
+def scalar(engine: Engine, sql: str, **params):
+    with engine.connect() as conn:
+        return conn.execute(text(sql), params).scalar()
+
+
+def test_a_file_loads_and_is_accounted_for(clean_db: Engine, kms_url: URL) -> None:
+    rows = [receipt(1), receipt(2), RejectedRow(4, ("negative amount", "closed_at: not a date"), "x,y,z")]
+    result = load(clean_db, kms_url, rows)
+
+    assert (result.status, result.rows_received, result.rows_loaded, result.rows_quarantined) == (
+        "merged",
+        3,
+        2,
+        1,
+    )
+    assert result.records_changed == 2
+    assert scalar(clean_db, "select count(*) from ingest.record where resolved_at is null") == 2
+    assert scalar(clean_db, "select reasons from ingest.quarantine where line_number = 4") == [
+        "negative amount",
+        "closed_at: not a date",
+    ]
+    quality = scalar(clean_db, "select quality from ingest.file")
+    assert all(entry["success"] for entry in quality["expectations"])
+    assert scalar(clean_db, "select count(*) from ingest.stage_record") == 0
+
+
+def test_the_same_content_twice_is_a_no_op(clean_db: Engine, kms_url: URL) -> None:
+    load(clean_db, kms_url, [receipt(1)])
+
+    def must_not_be_read() -> Iterator[SourceRecord]:
+        raise AssertionError("a redelivered file must not be parsed again")
+        yield
+
+    again = load(clean_db, kms_url, must_not_be_read(), name="pos_receipts_copy.csv")
+    assert again.duplicate and again.status == "merged"
+    assert scalar(clean_db, "select count(*) from ingest.file") == 1
+
+
+def test_a_corrected_file_updates_by_natural_key(clean_db: Engine, kms_url: URL) -> None:
+    load(clean_db, kms_url, [receipt(1), receipt(2)])
+    with clean_db.begin() as conn:
+        conn.execute(text("update ingest.record set resolved_at = now()"))
+
+    corrected = load(clean_db, kms_url, [receipt(1), receipt(2, amount=990)], sha="b")
+
+    assert corrected.records_changed == 1
+    assert scalar(clean_db, "select count(*) from ingest.record") == 2
+    assert scalar(clean_db, "select amount_cents from ingest.record where source_key = 'R11-2'") == 990
+    assert scalar(clean_db, "select count(*) from ingest.record where resolved_at is null") == 1
+
+
+def test_hostile_text_is_stored_as_data(clean_db: Engine, kms_url: URL) -> None:
+    load(clean_db, kms_url, [receipt(1, first_name=HOSTILE, outlet="Tab\tand\nnewline \\ backslash")])
+    assert scalar(clean_db, "select first_name from ingest.record") == HOSTILE
+    assert scalar(clean_db, "select outlet from ingest.record") == "Tab\tand\nnewline \\ backslash"
+    assert scalar(clean_db, "select count(*) from core.contact") == 0
+
+
+def test_a_file_with_only_bad_rows_is_quarantined_whole(clean_db: Engine, kms_url: URL) -> None:
+    with pytest.raises(FileRejected, match="all 2 rows were rejected"):
+        load(clean_db, kms_url, [RejectedRow(2, ("negative amount",)), RejectedRow(3, ("negative amount",))])
+    assert scalar(clean_db, "select status from ingest.file") == "quarantined"
+    assert scalar(clean_db, "select count(*) from ingest.quarantine where line_number is null") == 1
+    assert scalar(clean_db, "select count(*) from ingest.record") == 0
+
+
+def test_a_shrunken_snapshot_is_refused(clean_db: Engine, kms_url: URL) -> None:
+    load(clean_db, kms_url, [receipt(n) for n in range(1, 11)], snapshot_max_shrink=0.5)
+    with pytest.raises(FileRejected, match="snapshot shrank from 10 to 3 rows"):
+        load(clean_db, kms_url, [receipt(n) for n in range(1, 4)], sha="b", snapshot_max_shrink=0.5)
+    assert scalar(clean_db, "select count(*) from ingest.record") == 10
+    assert scalar(clean_db, "select error from ingest.file where status = 'quarantined'").startswith(
+        "snapshot"
+    )
+
+
+@pytest.mark.parametrize(
+    ("rows", "failure"),
+    [
+        pytest.param(
+            [receipt(1), receipt(1)], "expect_column_values_to_be_unique(source_key): 2", id="duplicate-key"
+        ),
+        pytest.param(
+            [receipt(1, currency="eur")], "expect_column_values_to_match_regex(currency)", id="bad-currency"
+        ),
+        pytest.param(
+            [receipt(1, occurred_at=dt.datetime(1970, 1, 1, tzinfo=dt.UTC))],
+            "expect_column_values_to_be_between(occurred_at)",
+            id="implausible-time",
+        ),
+    ],
+)
+def test_the_quality_gate_quarantines_a_file_that_breaks_the_contract(
+    clean_db: Engine, kms_url: URL, rows: list[SourceRecord], failure: str
+) -> None:
+    with pytest.raises(FileRejected, match="quality gate failed") as rejected:
+        load(clean_db, kms_url, rows)
+    assert failure in str(rejected.value)
+    assert scalar(clean_db, "select count(*) from ingest.record") == 0
+    assert scalar(clean_db, "select status from ingest.file") == "quarantined"
+
+
+def test_a_value_that_does_not_fit_the_staging_schema_rejects_the_file(
+    clean_db: Engine, kms_url: URL
+) -> None:
+    with pytest.raises(FileRejected, match=r"staging refused a standardised value: .*character\(3\)"):
+        load(clean_db, kms_url, [receipt(1), receipt(2, currency="euro")])
+    assert scalar(clean_db, "select count(*) from ingest.record") == 0
+    assert scalar(clean_db, "select count(*) from ingest.stage_record") == 0
+
+
+def test_a_load_killed_half_way_is_redone_on_retry(clean_db: Engine, kms_url: URL) -> None:
+    def dies_after_two() -> Iterator[SourceRecord]:
+        yield receipt(1)
+        yield receipt(2)
+        raise ConnectionResetError("worker killed")
+
+    with pytest.raises(ConnectionResetError):
+        load(clean_db, kms_url, dies_after_two())
+    assert scalar(clean_db, "select status from ingest.file") == "received"
+    assert scalar(clean_db, "select count(*) from ingest.record") == 0
+
+    retry = load(clean_db, kms_url, [receipt(1), receipt(2), receipt(3)])
+    assert (retry.status, retry.rows_loaded) == ("merged", 3)
+    assert scalar(clean_db, "select count(*) from ingest.record") == 3
+
+
+def test_two_copies_of_the_task_load_the_file_once(clean_db: Engine, kms_url: URL) -> None:
+    results = []
+
+    def run() -> None:
+        results.append(load(clean_db, kms_url, [receipt(n) for n in range(1, 200)]))
+
+    workers = [threading.Thread(target=run) for _ in range(2)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+
+    assert sorted(result.duplicate for result in results) == [False, True]
+    assert scalar(clean_db, "select count(*) from ingest.record") == 199
+    assert scalar(clean_db, "select rows_loaded from ingest.file") == 199
