@@ -215,3 +215,13 @@ where ingest_file_id = :file_id;
 -- name: forget_quarantine
 -- Removes the quarantine rows of a file before a whole-file rejection replaces them.
 delete from ingest.quarantine where ingest_file_id = :file_id;
+
+-- name: listing_state
+-- The stable_size listing state of a feed, or nothing before its first listing.
+select state from ingest.sftp_listing where feed = :feed;
+
+-- name: save_listing_state
+insert into ingest.sftp_listing (feed, state, updated_at)
+values (:feed, cast(:state as jsonb), now())
+on conflict (feed) do update set state = excluded.state, updated_at = excluded.updated_at;
+

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 import threading
 from collections.abc import Iterator
 
@@ -109,8 +110,11 @@ def test_hostile_text_is_stored_as_data(clean_db: Engine, kms_url: URL) -> None:
 
 
 def test_a_file_with_only_bad_rows_is_quarantined_whole(clean_db: Engine, kms_url: URL) -> None:
-    with pytest.raises(FileRejected, match="all 2 rows were rejected"):
-        load(clean_db, kms_url, [RejectedRow(2, ("negative amount",)), RejectedRow(3, ("negative amount",))])
+    result = load(
+        clean_db, kms_url, [RejectedRow(2, ("negative amount",)), RejectedRow(3, ("negative amount",))]
+    )
+    assert (result.status, result.rows_received, result.rows_quarantined) == ("quarantined", 2, 2)
+    assert "all 2 rows were rejected" in result.error
     assert scalar(clean_db, "select status from ingest.file") == "quarantined"
     assert scalar(clean_db, "select count(*) from ingest.quarantine where line_number is null") == 1
     assert scalar(clean_db, "select count(*) from ingest.record") == 0
@@ -118,8 +122,9 @@ def test_a_file_with_only_bad_rows_is_quarantined_whole(clean_db: Engine, kms_ur
 
 def test_a_shrunken_snapshot_is_refused(clean_db: Engine, kms_url: URL) -> None:
     load(clean_db, kms_url, [receipt(n) for n in range(1, 11)], snapshot_max_shrink=0.5)
-    with pytest.raises(FileRejected, match="snapshot shrank from 10 to 3 rows"):
-        load(clean_db, kms_url, [receipt(n) for n in range(1, 4)], sha="b", snapshot_max_shrink=0.5)
+    shrunk = load(clean_db, kms_url, [receipt(n) for n in range(1, 4)], sha="b", snapshot_max_shrink=0.5)
+    assert shrunk.status == "quarantined"
+    assert "snapshot shrank from 10 to 3 rows" in shrunk.error
     assert scalar(clean_db, "select count(*) from ingest.record") == 10
     assert scalar(clean_db, "select error from ingest.file where status = 'quarantined'").startswith(
         "snapshot"
@@ -145,9 +150,10 @@ def test_a_shrunken_snapshot_is_refused(clean_db: Engine, kms_url: URL) -> None:
 def test_the_quality_gate_quarantines_a_file_that_breaks_the_contract(
     clean_db: Engine, kms_url: URL, rows: list[SourceRecord], failure: str
 ) -> None:
-    with pytest.raises(FileRejected, match="quality gate failed") as rejected:
-        load(clean_db, kms_url, rows)
-    assert failure in str(rejected.value)
+    result = load(clean_db, kms_url, rows)
+    assert result.status == "quarantined"
+    assert result.error.startswith("quality gate failed")
+    assert failure in result.error
     assert scalar(clean_db, "select count(*) from ingest.record") == 0
     assert scalar(clean_db, "select status from ingest.file") == "quarantined"
 
@@ -155,10 +161,24 @@ def test_the_quality_gate_quarantines_a_file_that_breaks_the_contract(
 def test_a_value_that_does_not_fit_the_staging_schema_rejects_the_file(
     clean_db: Engine, kms_url: URL
 ) -> None:
-    with pytest.raises(FileRejected, match=r"staging refused a standardised value: .*character\(3\)"):
-        load(clean_db, kms_url, [receipt(1), receipt(2, currency="euro")])
+    result = load(clean_db, kms_url, [receipt(1), receipt(2, currency="euro")])
+    assert result.status == "quarantined"
+    assert re.search(r"staging refused a standardised value: .*character\(3\)", result.error)
     assert scalar(clean_db, "select count(*) from ingest.record") == 0
     assert scalar(clean_db, "select count(*) from ingest.stage_record") == 0
+
+
+def test_a_file_rejected_by_the_parser_half_way_is_quarantined_whole(clean_db: Engine, kms_url: URL) -> None:
+    def truncated() -> Iterator[SourceRecord]:
+        yield receipt(1)
+        yield receipt(2)
+        raise FileRejected("truncated: unterminated quote at end of file")
+
+    result = load(clean_db, kms_url, truncated())
+    assert (result.status, result.rows_received, result.rows_loaded) == ("quarantined", 2, 0)
+    assert result.error == "truncated: unterminated quote at end of file"
+    assert scalar(clean_db, "select count(*) from ingest.record") == 0
+    assert scalar(clean_db, "select reasons from ingest.quarantine") == [result.error]
 
 
 def test_a_load_killed_half_way_is_redone_on_retry(clean_db: Engine, kms_url: URL) -> None:

@@ -14,7 +14,8 @@ The path of one file, each step idempotent:
    leaves the ledger open, and the next attempt starts over; after it, the file is done.
 
 A file that fails a file-level check is quarantined whole: nothing of it is merged, the
-ledger says why, and `FileRejected` is raised so that the task turns red.
+ledger says why, and the result has status `quarantined` with that reason, so that the
+caller can archive it to failed/ and turn the run red.
 """
 
 from __future__ import annotations
@@ -185,8 +186,9 @@ def load_rows(
     """Load one file's or batch's parsed rows exactly once (see the module docstring).
 
     `rows` is consumed only when the content is new or an earlier attempt did not
-    finish. Raises FileRejected after quarantining the whole file when a file-level
-    check or the quality gate fails.
+    finish. When a file-level check or the quality gate fails (the parser raises
+    FileRejected, the shrink check, the gate) the whole file is quarantined and the
+    result's status is `quarantined` with the reason in `error`.
     """
     sql = queries("ingest.sql")
     with engine.begin() as conn:
@@ -252,7 +254,9 @@ def _load_locked(
             raise FileRejected(gate.reason())
     except FileRejected as rejection:
         _quarantine_file(engine, file_id, str(rejection), counts.received)
-        raise
+        return LoadResult(
+            file_id, "quarantined", False, counts.received, 0, counts.received, 0, error=str(rejection)
+        )
 
     with engine.begin() as conn:
         changed = conn.execute(sql["merge_records"], {"file_id": file_id}).scalar_one()

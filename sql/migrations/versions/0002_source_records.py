@@ -121,9 +121,18 @@ create unlogged table ingest.stage_rejected (
     record         jsonb
 );
 create index stage_rejected_file_idx on ingest.stage_rejected (ingest_file_id);
+
+-- What the last listing of a `stable_size` feed saw: a file counts as complete only
+-- when its size and time are unchanged between two listings, i.e. two DAG runs.
+create table ingest.sftp_listing (
+    feed       text primary key,
+    state      jsonb not null check (jsonb_typeof(state) = 'object'),
+    updated_at timestamptz not null default now()
+);
 """
 
 DOWNGRADE = """
+drop table ingest.sftp_listing;
 drop table ingest.stage_rejected;
 drop table ingest.stage_record;
 drop table ingest.record;

@@ -1,0 +1,101 @@
+"""Ingestion from the SFTP drop folders: list, download, load, archive — per feed, in order.
+
+Files of one feed are loaded one after another, oldest first, so that a corrected file
+always lands after the file it corrects; feeds run side by side. Every step may be
+repeated: a file is archived only after its load committed, and loading the same
+content again is a no-op (the ledger), so a retry after any crash ends in the same state.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from sqlalchemy.engine import URL, Engine
+
+from campaign_lib.ingest.feeds import FeedSpec
+from campaign_lib.ingest.load import load_rows
+from campaign_lib.ingest.parse import parse_file
+from campaign_lib.sqlfiles import queries
+from connectors.sftp import RemoteFile, SftpSettings, SftpSource, StableSizeState
+
+
+@dataclass(frozen=True)
+class FileOutcome:
+    """What happened to one remote file; `status` is merged, duplicate or quarantined."""
+
+    feed: str
+    name: str
+    remote_path: str
+    archived_to: str
+    status: str
+    ingest_file_id: int
+    rows_received: int
+    rows_loaded: int
+    rows_quarantined: int
+    records_changed: int
+    error: str | None = None
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def new_files(engine: Engine, source: SftpSource, spec: FeedSpec) -> list[RemoteFile]:
+    """The complete files waiting in the feed's folder, oldest first."""
+    sftp = spec.sftp
+    if sftp.completeness != "stable_size":
+        return source.list_complete(sftp.folder, sftp.pattern, sftp.completeness)
+    sql = queries("ingest.sql")
+    with engine.begin() as conn:
+        saved = conn.execute(sql["listing_state"], {"feed": spec.name}).scalar()
+        state = StableSizeState.from_dict(saved)
+        files = source.list_complete(sftp.folder, sftp.pattern, "stable_size", state=state)
+        conn.execute(sql["save_listing_state"], {"feed": spec.name, "state": json.dumps(state.to_dict())})
+    return files
+
+
+def ingest_remote_file(
+    engine: Engine, url: URL, source: SftpSource, spec: FeedSpec, remote_file: RemoteFile, work_dir: Path
+) -> FileOutcome:
+    """Download one file, load it, and archive it to processed/ or (quarantined) failed/."""
+    local = source.download(remote_file, work_dir)
+    try:
+        result = load_rows(
+            engine,
+            url,
+            feed=spec.name,
+            channel="sftp",
+            name=remote_file.name,
+            content_sha256=local.sha256,
+            size_bytes=local.size,
+            rows=parse_file(spec, local.path),
+            snapshot_max_shrink=spec.snapshot.max_shrink if spec.snapshot.enabled else None,
+            remote_path=remote_file.path,
+        )
+    finally:
+        local.path.unlink(missing_ok=True)
+    archived = source.archive(remote_file, "failed" if result.status == "quarantined" else "processed")
+    return FileOutcome(
+        feed=spec.name,
+        name=remote_file.name,
+        remote_path=remote_file.path,
+        archived_to=archived,
+        status="duplicate" if result.duplicate and result.status == "merged" else result.status,
+        ingest_file_id=result.ingest_file_id,
+        rows_received=result.rows_received,
+        rows_loaded=result.rows_loaded,
+        rows_quarantined=result.rows_quarantined,
+        records_changed=result.records_changed,
+        error=result.error,
+    )
+
+
+def ingest_feed(engine: Engine, url: URL, settings: SftpSettings, spec: FeedSpec) -> list[FileOutcome]:
+    """Load every new file of one feed over one SFTP connection, oldest first."""
+    outcomes = []
+    with SftpSource(settings) as source, tempfile.TemporaryDirectory(prefix=f"kms-{spec.name}-") as work:
+        for remote_file in new_files(engine, source, spec):
+            outcomes.append(ingest_remote_file(engine, url, source, spec, remote_file, Path(work)))
+    return outcomes
