@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/sftp.py [--size-mib 100] [--runs 3]
 
-The asyncssh server of the tests (tests/sftp_server.py) runs in a child process, as a real
+The asyncssh server of the tests (campaign_lib/local_servers/sftp.py) runs in a child process, as a real
 server would, serving a file of random bytes from a temporary folder. Each round downloads it
 
   baseline   paramiko defaults: `SFTPClient.get` (2 MiB window, 32 KiB packets and reads,
@@ -37,8 +37,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import paramiko
 
+from campaign_lib.local_servers.sftp import LocalSftpServer, generate_key, private_key_text
 from connectors.sftp import RemoteFile, SftpSettings, SftpSource
-from tests.sftp_server import LocalSftpServer, generate_key, private_key_text
 
 MiB = 1024 * 1024
 USER, PASSWORD = "bench", "bench-password"

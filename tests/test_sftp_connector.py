@@ -1,4 +1,4 @@
-"""The SFTP source against a real asyncssh SFTP server on 127.0.0.1 (tests/sftp_server.py)."""
+"""The SFTP source against a real asyncssh SFTP server on 127.0.0.1 (campaign_lib/local_servers/sftp.py)."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ import asyncssh
 import pytest
 
 from campaign_lib.errors import ConfigError, HostKeyError, IngestError, SourceUnavailableError
+from campaign_lib.local_servers.sftp import LocalSftpServer, generate_key, private_key_text
 from connectors.sftp import RemoteFile, SftpSettings, SftpSource, StableSizeState
-from tests.sftp_server import LocalSftpServer, generate_key, private_key_text
 
 PASSWORD = "Tr0ub4dor&3"
 PASSPHRASE = "correct horse"

@@ -1,4 +1,4 @@
-"""A real SFTP server for tests, benchmarks and the demo: asyncssh on 127.0.0.1 in a background thread.
+"""A real SFTP server for the demo, tests and benchmarks: asyncssh on 127.0.0.1 in a background thread.
 
 It serves one local folder as its root ("/" on the wire), accepts one user by password
 and/or public key, presents a host key generated once per process (so known_hosts text
