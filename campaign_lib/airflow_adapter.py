@@ -10,6 +10,7 @@ from sqlalchemy.engine import URL, Engine
 from campaign_lib.db import make_engine
 
 CAMPAIGN_DB_CONN_ID = "kms_db"
+SFTP_CONN_ID = "kms_sftp"
 
 
 def campaign_database_url(conn_id: str = CAMPAIGN_DB_CONN_ID) -> URL:

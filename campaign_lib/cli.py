@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from campaign_lib.config import load_settings
 from campaign_lib.errors import KmsError
 
 DEMO_GUESTS = 20_000
-DEMO_SEED = 42
+DEFAULT_SEED = 42
 
 
 class _Parser(argparse.ArgumentParser):
@@ -161,22 +160,17 @@ def _generate(args: argparse.Namespace) -> None:
 
 
 def _demo(args: argparse.Namespace) -> None:
-    from campaign_lib.generator import generate
+    from campaign_lib import demo
+    from campaign_lib.db import make_engine, open_databases
 
-    _db_start(args)
-    _db_upgrade(args)
-    out = load_settings().home / "demo" / "drop"
-    if out.exists():
-        # The demo data set is a pure function of its seed: regenerate, never append.
-        shutil.rmtree(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    summary = generate(out, guests=args.guests, seed=DEMO_SEED, workers=2)
-    print(f"\ndemo data: {summary.guests:,} guests, seed {summary.seed}, as of {summary.as_of}, in {out}")
-    print(f"  {'feed':<16} {'files':>6} {'rows':>12}")
-    for feed in summary.feeds:
-        print(f"  {feed.feed:<16} {feed.files:>6} {feed.rows:>12,}")
-    print(f"  {'activities':<16} {'':>6} {summary.total_activities:>12,}")
-    print(f"  written in {summary.elapsed_seconds:.1f} s; ground truth in {out / 'ground_truth'}")
+    settings = load_settings()
+    url = open_databases(settings).kms
+    _upgrade_schema(url)
+    engine = make_engine(url)
+    try:
+        demo.run(engine, url, settings.home, args.guests)
+    finally:
+        engine.dispose()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -201,7 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     generate = commands.add_parser("generate", help="write the resort's source-system exports")
     generate.add_argument("--guests", type=int, required=True, help="number of persons")
-    generate.add_argument("--seed", type=int, default=DEMO_SEED)
+    generate.add_argument("--seed", type=int, default=DEFAULT_SEED)
     generate.add_argument("--out", required=True, help="empty or new folder to write the drop folders to")
     generate.add_argument("--workers", type=int, default=1, help="processes (output does not depend on it)")
     generate.set_defaults(func=_generate)

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import threading
 from dataclasses import dataclass
+from functools import cache
 
 from sqlalchemy.engine import URL
 
@@ -22,6 +24,7 @@ STAGED_COLUMNS = (*RECORD_COLUMNS, "feed", "ingest_file_id")
 # A row count this far below the previous load of a non-snapshot feed is reported,
 # not refused: monthly exports vary with the season.
 ROW_COUNT_WARNING_SHARE = 0.2
+_GX_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -75,24 +78,39 @@ def _expectations(gxe, today: dt.date, previous_rows: int | None):
     return critical, informational
 
 
+@cache
+def _data_source(gx_url: str):
+    """One ephemeral GX context and data source per database and process: building them
+    costs more than validating a file."""
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)
+    return context.data_sources.add_postgres("kms", connection_string=gx_url)
+
+
 def check_staged_file(url: URL, file_id: int, previous_rows: int | None, today: dt.date) -> GateResult:
     """Validate the staged rows of one file; returns the verdict and a JSON report."""
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     import great_expectations as gx
     import great_expectations.expectations as gxe
-    from great_expectations.data_context.types.base import ProgressBarsConfig
 
-    context = gx.get_context(mode="ephemeral")
-    context.variables.progress_bars = ProgressBarsConfig(globally=False)
-    source = context.data_sources.add_postgres("kms", connection_string=_gx_url(url))
-    # The file id is an integer from the ledger, never user text.
-    asset = source.add_query_asset(
-        "staged_file", query=f"select * from ingest.stage_record where ingest_file_id = {int(file_id)}"
-    )
-    batch = asset.add_batch_definition_whole_table("file").get_batch()
-    critical, informational = _expectations(gxe, today, previous_rows)
-    suite = gx.ExpectationSuite(name=f"ingest_file_{file_id}", expectations=critical + informational)
-    validation = batch.validate(suite, result_format="SUMMARY")
+    asset_name = f"staged_file_{int(file_id)}"
+    # GX's context is not safe to share between threads; a validation takes ~0.1 s.
+    with _GX_LOCK:
+        source = _data_source(_gx_url(url))
+        # The file id is an integer from the ledger, never user text.
+        asset = source.add_query_asset(
+            asset_name, query=f"select * from ingest.stage_record where ingest_file_id = {int(file_id)}"
+        )
+        try:
+            batch = asset.add_batch_definition_whole_table("file").get_batch()
+            critical, informational = _expectations(gxe, today, previous_rows)
+            suite = gx.ExpectationSuite(name=asset_name, expectations=critical + informational)
+            validation = batch.validate(suite, result_format="SUMMARY")
+        finally:
+            source.delete_asset(asset_name)
 
     failures, entries = [], []
     for result in validation.results:

@@ -99,3 +99,47 @@ def ingest_feed(engine: Engine, url: URL, settings: SftpSettings, spec: FeedSpec
         for remote_file in new_files(engine, source, spec):
             outcomes.append(ingest_remote_file(engine, url, source, spec, remote_file, Path(work)))
     return outcomes
+
+
+def ingest_sftp_feed(url: URL, settings: SftpSettings, feed_name: str) -> list[dict]:
+    """What one DAG task does: load every new file of the named feed; outcomes as dicts."""
+    from campaign_lib.db import make_engine
+    from campaign_lib.ingest.feeds import load_feeds
+
+    spec = load_feeds()[feed_name]
+    engine = make_engine(url)
+    try:
+        return [outcome.as_dict() for outcome in ingest_feed(engine, url, settings, spec)]
+    finally:
+        engine.dispose()
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """The outcomes of one ingestion run, as the ops engineer reads them."""
+
+    files: int
+    merged: int
+    duplicates: int
+    quarantined: tuple[str, ...]
+    rows_loaded: int
+    rows_quarantined: int
+    records_changed: int
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def summarise(outcomes: list[dict]) -> RunSummary:
+    """Totals over the file outcomes of a run; quarantined files listed with their reason."""
+    return RunSummary(
+        files=len(outcomes),
+        merged=sum(o["status"] == "merged" for o in outcomes),
+        duplicates=sum(o["status"] == "duplicate" for o in outcomes),
+        quarantined=tuple(
+            f"{o['feed']}/{o['name']}: {o['error']}" for o in outcomes if o["status"] == "quarantined"
+        ),
+        rows_loaded=sum(o["rows_loaded"] for o in outcomes if o["status"] == "merged"),
+        rows_quarantined=sum(o["rows_quarantined"] for o in outcomes if o["status"] != "duplicate"),
+        records_changed=sum(o["records_changed"] for o in outcomes),
+    )
