@@ -33,3 +33,15 @@ def campaign_database_url(conn_id: str = CAMPAIGN_DB_CONN_ID) -> URL:
 def campaign_engine(conn_id: str = CAMPAIGN_DB_CONN_ID) -> Engine:
     """An engine on the campaign database named by an Airflow connection."""
     return make_engine(campaign_database_url(conn_id))
+
+
+def sftp_settings(conn_id: str = SFTP_CONN_ID):
+    """The SFTP drop server's settings from an Airflow connection (extra: known_hosts, private_key)."""
+    from airflow.sdk import BaseHook
+
+    from connectors.sftp import SftpSettings
+
+    conn = BaseHook.get_connection(conn_id)
+    return SftpSettings.from_airflow_connection_fields(
+        conn.host, conn.port, conn.login, conn.password, conn.extra_dejson, conn_id=conn_id
+    )

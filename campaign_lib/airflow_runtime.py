@@ -74,6 +74,7 @@ def airflow_environment(settings: Settings, databases: Databases) -> dict[str, s
             "AIRFLOW_HOME": str(settings.airflow_home),
             "AIRFLOW_CONFIG": str(PROJECT_ROOT / "airflow.cfg"),
             "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_ROOT / "dags"),
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(PROJECT_ROOT / "plugins"),
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": databases.airflow.render_as_string(hide_password=False),
             "AIRFLOW__CORE__FERNET_KEY": keys["fernet_key"],
             "AIRFLOW__API_AUTH__JWT_SECRET": keys["jwt_secret"],

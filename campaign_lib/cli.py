@@ -4,6 +4,8 @@
     kms up | down | status             Airflow (scheduler, DAG processor, triggerer, UI)
     kms airflow ARGS...                the airflow CLI with kms's environment
     kms generate --guests N ...        the resort's source-system exports
+    kms identity resolve|evaluate      the single customer view and its quality
+    kms api serve | key create|revoke|list   the real-time ingest API and its keys
     kms demo                           the main job on the embedded default
 
 An expected failure prints one line on stderr and exits 1; a usage error exits 2.
@@ -159,6 +161,93 @@ def _generate(args: argparse.Namespace) -> None:
     print(json.dumps(summary.as_dict(), indent=2))
 
 
+def _campaign_engine():
+    from campaign_lib.db import make_engine, open_databases
+
+    return make_engine(open_databases(load_settings()).kms)
+
+
+def _identity_resolve(_args: argparse.Namespace) -> None:
+    from campaign_lib.identity.cli import resolve_command
+
+    engine = _campaign_engine()
+    try:
+        print(resolve_command(engine))
+    finally:
+        engine.dispose()
+
+
+def _identity_evaluate(args: argparse.Namespace) -> None:
+    from campaign_lib.identity.cli import evaluate_command
+
+    ground_truth = Path(
+        args.ground_truth
+        or load_settings().home / "demo" / "generated" / "ground_truth" / "ground_truth.csv.gz"
+    )
+    if not ground_truth.is_file():
+        raise KmsError(f"no ground truth at {ground_truth}; run kms demo or pass --ground-truth")
+    engine = _campaign_engine()
+    try:
+        print(evaluate_command(engine, ground_truth))
+    finally:
+        engine.dispose()
+
+
+def _api_serve(args: argparse.Namespace) -> None:
+    from campaign_lib.airflow_runtime import ensure_port_free
+    from campaign_lib.api import serve
+    from campaign_lib.db import open_databases
+
+    ensure_port_free(args.port)
+    url = open_databases(load_settings()).kms
+    _upgrade_schema(url)
+    serve(host=args.host, port=args.port, engine_url=url)
+
+
+def _api_key_create(args: argparse.Namespace) -> None:
+    from campaign_lib.api import create_key
+
+    engine = _campaign_engine()
+    try:
+        key_id, plaintext = create_key(engine, args.name, args.scope, owner=args.owner)
+    finally:
+        engine.dispose()
+    print(f"key id: {key_id}")
+    print(f"key:    {plaintext}")
+    print("store the key now: it is shown once and kept only as a hash")
+
+
+def _api_key_revoke(args: argparse.Namespace) -> None:
+    from campaign_lib.api import revoke_key
+
+    engine = _campaign_engine()
+    try:
+        revoked_at = revoke_key(engine, args.key_id)
+    finally:
+        engine.dispose()
+    print(f"revoked {args.key_id} at {revoked_at:%Y-%m-%d %H:%M:%S %Z}")
+
+
+def _api_key_list(_args: argparse.Namespace) -> None:
+    from campaign_lib.api import list_keys
+
+    engine = _campaign_engine()
+    try:
+        keys = list_keys(engine)
+    finally:
+        engine.dispose()
+    print(f"{'key id':<18} {'name':<24} {'scopes':<32} {'created':<17} {'revoked':<17} last used")
+    for key in keys:
+        print(
+            f"{key.key_id:<18} {key.name:<24} {','.join(key.scopes):<32} {_when(key.created_at):<17} "
+            f"{_when(key.revoked_at):<17} {_when(key.last_used_at)}"
+        )
+
+
+def _when(moment) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M") if moment else "-"
+
+
 def _demo(args: argparse.Namespace) -> None:
     from campaign_lib import demo
     from campaign_lib.db import make_engine, open_databases
@@ -199,6 +288,36 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--out", required=True, help="empty or new folder to write the drop folders to")
     generate.add_argument("--workers", type=int, default=1, help="processes (output does not depend on it)")
     generate.set_defaults(func=_generate)
+
+    identity = commands.add_parser("identity", help="the single customer view").add_subparsers(
+        dest="identity_command", required=True, parser_class=_Parser
+    )
+    identity.add_parser("resolve", help="resolve new and changed source records").set_defaults(
+        func=_identity_resolve
+    )
+    evaluate = identity.add_parser("evaluate", help="precision and recall against a ground truth")
+    evaluate.add_argument("--ground-truth", help="ground_truth.csv.gz (default: the demo's)")
+    evaluate.set_defaults(func=_identity_evaluate)
+
+    api = commands.add_parser("api", help="the real-time ingest API").add_subparsers(
+        dest="api_command", required=True, parser_class=_Parser
+    )
+    serve = api.add_parser("serve", help="serve the API standalone with uvicorn")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.set_defaults(func=_api_serve)
+    key = api.add_parser("key", help="API keys").add_subparsers(
+        dest="key_command", required=True, parser_class=_Parser
+    )
+    create = key.add_parser("create", help="create a key (shown once)")
+    create.add_argument("name")
+    create.add_argument("--scope", action="append", required=True, help="events:write or contacts:write")
+    create.add_argument("--owner")
+    create.set_defaults(func=_api_key_create)
+    revoke = key.add_parser("revoke", help="revoke a key")
+    revoke.add_argument("key_id")
+    revoke.set_defaults(func=_api_key_revoke)
+    key.add_parser("list", help="list keys (never their secrets)").set_defaults(func=_api_key_list)
 
     demo = commands.add_parser("demo", help="the main job on the embedded default")
     demo.add_argument("--guests", type=int, default=DEMO_GUESTS)

@@ -2,7 +2,8 @@
 
 generate the resort's exports → drop them on a local SFTP server → ingest every feed
 through the real SFTP path (ledger, quality gate, quarantine) → resolve identities →
-print the import ledger and how well the single customer view matches the truth.
+print the import ledger, the identity figures and how well the single customer view
+matches the generator's ground truth.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from pathlib import Path
 from sqlalchemy.engine import URL, Engine
 
 from campaign_lib.generator import GenerateSummary, generate
+from campaign_lib.identity import resolve
+from campaign_lib.identity.cli import evaluate_command
 from campaign_lib.ingest.feeds import FeedSpec, load_feeds
 from campaign_lib.ingest.sftp_ingest import FileOutcome, ingest_feed
 from campaign_lib.local_servers.sftp import LocalSftpServer
@@ -92,6 +95,16 @@ def run(engine: Engine, url: URL, home: Path, guests: int) -> None:
         outcomes = ingest_all(engine, url, settings, feeds)
         ingest_seconds = time.perf_counter() - ingest_started
     print_ledger(outcomes, ingest_seconds)
+
+    resolve_started = time.perf_counter()
+    resolution = resolve(engine)
+    print(
+        f"\nidentity resolution: {resolution.records_resolved:,} source records in "
+        f"{time.perf_counter() - resolve_started:.1f} s -> {resolution.contacts_created:,} contacts "
+        f"({resolution.contacts_merged:,} merged), {resolution.accounts_created:,} households and companies, "
+        f"{resolution.activities_written:,} activities"
+    )
+    print(evaluate_command(engine, generated / "ground_truth" / "ground_truth.csv.gz"))
     print(f"\ndemo finished in {time.perf_counter() - started:.0f} s")
 
 

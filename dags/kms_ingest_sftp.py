@@ -5,8 +5,8 @@ Every 10 minutes, one run at a time. One mapped task per feed loads that feed's 
 oldest first (a correction always lands after the file it corrects). Files end in
 `processed/` or, quarantined whole with their reason, in `failed/`; rejected rows are in
 `ingest.quarantine`, every file in the ledger `ingest.file`. A run with a quarantined
-file turns red at `check_quarantine`; what did load is still published to identity
-resolution through the asset `kms://ingest/records`.
+file, or with a feed that could not be read, turns red at `check_quarantine`; what did
+load is still published to identity resolution through the asset `kms://ingest/records`.
 """
 
 from datetime import timedelta
@@ -51,31 +51,34 @@ def kms_ingest_sftp():
             raise AirflowFailException(str(exc)) from exc
 
     @task(outlets=[SOURCE_RECORDS], trigger_rule="all_done")
-    def publish(outcomes, outlet_events=None) -> dict:
+    def publish(dag_run=None, outlet_events=None) -> dict:
         from airflow.sdk.exceptions import AirflowSkipException
 
-        from campaign_lib.ingest.sftp_ingest import summarise
+        from campaign_lib.airflow_adapter import campaign_database_url
+        from campaign_lib.ingest.sftp_ingest import summarise_since
 
-        summary = summarise([o for feed in outcomes if feed for o in feed])
+        summary = summarise_since(campaign_database_url(), dag_run.start_date)
         if summary.records_changed == 0:
             raise AirflowSkipException("no source record changed; nothing to publish")
         outlet_events[SOURCE_RECORDS].extra = summary.as_dict()
         return summary.as_dict()
 
-    @task(trigger_rule="all_done")
-    def check_quarantine(outcomes) -> dict:
+    # Default trigger rule: when a feed's task failed, this stays upstream_failed and the
+    # run is red for that reason; otherwise it turns the run red for quarantined files.
+    @task
+    def check_quarantine(dag_run=None) -> dict:
         from airflow.sdk.exceptions import AirflowFailException
 
-        from campaign_lib.ingest.sftp_ingest import summarise
+        from campaign_lib.airflow_adapter import campaign_database_url
+        from campaign_lib.ingest.sftp_ingest import summarise_since
 
-        summary = summarise([o for feed in outcomes if feed for o in feed])
+        summary = summarise_since(campaign_database_url(), dag_run.start_date)
         if summary.quarantined:
             raise AirflowFailException("quarantined: " + " | ".join(summary.quarantined))
         return summary.as_dict()
 
-    outcomes = ingest_feed.expand(feed=feeds())
-    publish(outcomes)
-    check_quarantine(outcomes)
+    loads = ingest_feed.expand(feed=feeds())
+    loads >> [publish(), check_quarantine()]
 
 
 kms_ingest_sftp()

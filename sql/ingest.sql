@@ -225,3 +225,15 @@ insert into ingest.sftp_listing (feed, state, updated_at)
 values (:feed, cast(:state as jsonb), now())
 on conflict (feed) do update set state = excluded.state, updated_at = excluded.updated_at;
 
+
+-- name: files_finished_since
+-- The ledger entries closed since a moment (a DAG run's start), for the run's summary.
+select feed, name, status, rows_loaded, rows_quarantined, error
+from ingest.file
+where finished_at >= :since
+order by finished_at;
+
+-- name: records_changed_since
+-- How many source records were inserted or changed since a moment: whether identity
+-- resolution has anything to do.
+select count(*) from ingest.record where changed_at >= :since;

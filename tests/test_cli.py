@@ -190,6 +190,9 @@ def test_up_serves_the_airflow_ui_with_the_project_dags(tmp_path: Path) -> None:
             time.sleep(2)
         assert "kms_housekeeping" in dag_ids
         assert _api_get(base, "/api/v2/importErrors", token)["total_entries"] == 0
+        # The kms plugin mounts the ingest API inside Airflow's API server.
+        with urllib.request.urlopen(base + "/kms/api/v1/health", timeout=10) as health:
+            assert health.status == 200
         assert "api-server     running" in kms("status", env=env).stdout
     finally:
         down = kms("down", env=env, timeout=120)

@@ -24,8 +24,9 @@ import datetime as dt
 import hashlib
 import io
 import json
+import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from operator import attrgetter
 from pathlib import Path
 
@@ -58,6 +59,8 @@ class LoadResult:
     rows_quarantined: int
     records_changed: int
     error: str | None = None
+    # Seconds per stage (parse_and_stage, gate, merge), for the ops view and the benchmark.
+    seconds: dict[str, float] = field(default_factory=dict)
 
 
 def file_fingerprint(path: Path) -> tuple[str, int]:
@@ -113,6 +116,17 @@ class _CopyStream(io.RawIOBase):
         target[:size] = self._buffer[:size]
         self._buffer = self._buffer[size:]
         return size
+
+
+class _Stopwatch:
+    def __init__(self) -> None:
+        self.laps: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.laps[name] = round(now - self._last, 4)
+        self._last = now
 
 
 @dataclass
@@ -236,8 +250,10 @@ def _load_locked(
         previous_rows = conn.execute(sql["previous_load"], {"feed": feed, "file_id": file_id}).scalar()
 
     counts = _Counts()
+    clock = _Stopwatch()
     try:
         _stage(engine, rows, file_id, feed, counts)
+        clock.lap("parse_and_stage")
         if (
             snapshot_max_shrink is not None
             and previous_rows
@@ -250,6 +266,7 @@ def _load_locked(
         if counts.loaded == 0:
             raise FileRejected(f"no loadable rows: all {counts.received:,} rows were rejected")
         gate = check_staged_file(url, file_id, previous_rows, today or dt.date.today())
+        clock.lap("gate")
         if not gate.passed:
             raise FileRejected(gate.reason())
     except FileRejected as rejection:
@@ -274,7 +291,10 @@ def _load_locked(
             },
         )
         conn.execute(sql["drop_staging"], {"file_id": file_id})
-    return LoadResult(file_id, "merged", False, counts.received, counts.loaded, counts.rejected, changed)
+    clock.lap("merge")
+    return LoadResult(
+        file_id, "merged", False, counts.received, counts.loaded, counts.rejected, changed, seconds=clock.laps
+    )
 
 
 def _quarantine_file(engine: Engine, file_id: int, reason: str, rows_received: int) -> None:

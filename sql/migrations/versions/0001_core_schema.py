@@ -239,7 +239,8 @@ create table core.consent (
     unique (source_system, source_ref),
     check (double_opt_in_at is null or (status = 'opt_in' and double_opt_in_at >= recorded_at))
 );
-create index consent_latest_idx on core.consent (contact_id, channel, purpose, recorded_at desc, consent_id desc);
+create index consent_latest_idx
+    on core.consent (contact_id, channel, purpose, recorded_at desc, consent_id desc);
 
 -- The consent in force: the latest entry per contact, channel and purpose.
 create view core.current_consent as

@@ -1,0 +1,191 @@
+"""Benchmark: the whole SFTP ingestion path against a raw COPY of the same rows.
+
+    .venv/bin/python bench/ingest.py --guests 1000000
+
+1. generates the resort's exports (cached under .kms/bench/ for the same guests and seed);
+2. baseline: COPYs every file, as it is, into an unindexed table of text columns (the
+   ceiling of getting these rows into PostgreSQL at all), measured in this run;
+3. the real path: the files on a local SFTP server, every feed ingested (download,
+   parse and standardise, stage, quality gate, merge into ingest.record), two feeds at a
+   time as the demo and the DAG's pool do;
+4. identity resolution of the loaded records into the single customer view, and its
+   precision and recall against the generator's ground truth.
+
+Prints rows/s, seconds per stage, peak RSS and the ratio of the real path to the
+baseline. Runs in its own database on the embedded server and drops it afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import secrets
+import time
+from pathlib import Path
+
+import psycopg2
+
+from campaign_lib.config import load_settings
+from campaign_lib.db import make_engine, open_databases
+from campaign_lib.db.migrate import upgrade
+from campaign_lib.demo import drop_files, ingest_all
+from campaign_lib.generator import generate
+from campaign_lib.ingest.feeds import FeedSpec, load_feeds
+from campaign_lib.local_servers.sftp import LocalSftpServer
+from connectors.sftp import SftpSettings
+
+JSONL_COPY = "copy {table} from stdin with (format csv, delimiter e'\\x01', quote e'\\x02')"
+
+
+def generated_data(home: Path, guests: int, seed: int) -> Path:
+    out = home / "bench" / f"generated-{guests}-{seed}"
+    if (out / "manifest.json").exists():
+        print(f"reusing generated data in {out}")
+        return out
+    if out.exists():
+        raise SystemExit(f"{out} is incomplete; remove it and run again")
+    started = time.perf_counter()
+    generate(out, guests=guests, seed=seed, workers=2)
+    print(f"generated {guests:,} guests in {time.perf_counter() - started:.0f} s into {out}")
+    return out
+
+
+def admin(url):
+    return psycopg2.connect(
+        dbname="postgres",
+        user=url.username,
+        password=url.password,
+        host=url.query.get("host") or url.host,
+        port=url.port,
+    )
+
+
+def raw_copy(url, generated: Path, feeds: dict[str, FeedSpec]) -> tuple[int, float]:
+    """COPY every file into one unindexed text table per file layout; returns rows and seconds."""
+    conn = psycopg2.connect(
+        dbname=url.database,
+        user=url.username,
+        password=url.password,
+        host=url.query.get("host") or url.host,
+        port=url.port,
+    )
+    rows, started = 0, time.perf_counter()
+    try:
+        with conn.cursor() as cur:
+            for number, spec in enumerate(feeds.values()):
+                width = 1 if spec.format.type == "jsonl" else len(spec.header)
+                columns = ", ".join(f"c{i} text" for i in range(width))
+                cur.execute(f"create unlogged table raw_{number} ({columns})")
+                for path in sorted((generated / spec.sftp.folder).glob("*")):
+                    if not spec.matches(path.name):
+                        continue
+                    with path.open("rb") as handle:
+                        if spec.format.type == "jsonl":
+                            # One JSON document per row, as text: no delimiter or quote can occur.
+                            command = JSONL_COPY.format(table=f"raw_{number}")
+                        else:
+                            command = (
+                                f"copy raw_{number} from stdin with (format csv, header true, "
+                                f"delimiter '{spec.format.delimiter}', encoding '{_pg_encoding(spec)}')"
+                            )
+                            if spec.format.bom:
+                                handle.read(3)
+                        cur.copy_expert(command, handle, size=1 << 20)
+                        rows += cur.rowcount
+        conn.commit()
+    finally:
+        conn.close()
+    return rows, time.perf_counter() - started
+
+
+def _pg_encoding(spec: FeedSpec) -> str:
+    return "LATIN1" if spec.format.encoding.lower() in ("iso-8859-1", "latin-1", "latin1") else "UTF8"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--guests", type=int, default=1_000_000)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--keep", action="store_true", help="keep the benchmark database")
+    args = parser.parse_args()
+
+    settings = load_settings()
+    server = open_databases(settings).kms
+    feeds = load_feeds()
+    generated = generated_data(settings.home, args.guests, args.seed)
+    manifest = json.loads((generated / "manifest.json").read_text())
+    expected_rows = sum(f["rows"] for f in manifest["files"] if f["feed"] != "ground_truth")
+
+    name = f"kms_bench_{args.guests}"
+    conn = admin(server)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f'drop database if exists "{name}" with (force)')
+        cur.execute(f'create database "{name}"')
+    url = server.set(database=name)
+    engine = make_engine(url, pool_size=4)
+    try:
+        upgrade(engine)
+        baseline_rows, baseline_seconds = raw_copy(url, generated, feeds)
+        print(
+            f"\nbaseline: raw COPY of {baseline_rows:,} rows into unindexed text tables: "
+            f"{baseline_seconds:.1f} s, {baseline_rows / baseline_seconds:,.0f} rows/s"
+        )
+
+        sftp_root = settings.home / "bench" / "sftp"
+        dropped = drop_files(generated, sftp_root, feeds)
+        password = secrets.token_urlsafe(16)
+        with LocalSftpServer(sftp_root, username="bench", password=password) as sftp:
+            sftp_settings = SftpSettings(
+                host="127.0.0.1",
+                port=sftp.port,
+                username="bench",
+                password=password,
+                known_hosts=sftp.known_hosts_line(),
+            )
+            started = time.perf_counter()
+            outcomes = ingest_all(engine, url, sftp_settings, feeds)
+            ingest_seconds = time.perf_counter() - started
+        loaded = sum(o.rows_loaded for o in outcomes)
+        quarantined = sum(o.rows_quarantined for o in outcomes)
+        received = sum(o.rows_received for o in outcomes)
+        stages: dict[str, float] = {}
+        for outcome in outcomes:
+            for stage, seconds in outcome.seconds.items():
+                stages[stage] = stages.get(stage, 0.0) + seconds
+        rate = received / ingest_seconds
+        print(
+            f"\nreal path: {len(outcomes)} of {dropped} files, {received:,} rows received "
+            f"({expected_rows:,} expected), {loaded:,} loaded, {quarantined:,} quarantined"
+        )
+        print(f"  {ingest_seconds:.1f} s wall, {rate:,.0f} rows/s")
+        print("  seconds per stage, summed over files (two feeds run side by side):")
+        for stage, seconds in stages.items():
+            print(f"    {stage:<16} {seconds:8.1f}")
+        print(f"  ratio to raw COPY: {rate / (baseline_rows / baseline_seconds):.2f} (target >= 0.25)")
+
+        from campaign_lib.identity import evaluate, resolve
+
+        started = time.perf_counter()
+        summary = resolve(engine)
+        identity_seconds = time.perf_counter() - started
+        print(
+            f"\nidentity resolution: {summary.batch_records:,} records in {identity_seconds:.1f} s "
+            f"({summary.batch_records / identity_seconds:,.0f} records/s); "
+            f"{summary.contacts_created:,} contacts, {summary.activities_written:,} activities"
+        )
+        evaluation = evaluate(engine, generated / "ground_truth" / "ground_truth.csv.gz")
+        print(f"  precision {evaluation.precision:.4f}, recall {evaluation.recall:.4f} (targets 0.99 / 0.97)")
+        peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(f"\npeak RSS of this process: {peak_mib:,.0f} MiB")
+    finally:
+        engine.dispose()
+        if not args.keep:
+            with conn.cursor() as cur:
+                cur.execute(f'drop database if exists "{name}" with (force)')
+        conn.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,779 @@
+-- Identity resolution: ingest.record rows become the single customer view.
+-- campaign_lib.identity.resolve runs these in file order, on one connection that holds
+-- the resolution lock, in two transactions: (1) scope, linking (union-find in Python
+-- between `read_scope` and `copy_assignment`), accounts, contacts and merges; (2) locations,
+-- then identifiers, activities, consents, inquiries and the records marked resolved, split
+-- by contact over two connections (two cores, disjoint row locks). Temp tables live as
+-- long as the session and are dropped at the end (`drop_temp`).
+
+-- name: lock_resolution
+-- Serialises resolution runs (a retry racing a slow run) for as long as the session holds
+-- it; returns nothing. Released by unlock_resolution, or when the connection closes.
+select pg_advisory_lock(7103360218465370369);
+
+-- name: unlock_resolution
+select pg_advisory_unlock(7103360218465370369);
+
+-- name: drop_temp
+-- The run's temp tables, gone before the connection returns to the pool.
+discard temp;
+
+-- name: create_scope
+-- The records and existing contacts this run re-resolves. changed_at is remembered so a
+-- record changed by ingestion while we work is not marked resolved (see mark_records).
+create temp table id_scope_record (
+    record_id  bigint primary key,
+    changed_at timestamptz not null,
+    is_new     boolean not null
+);
+create temp table id_scope_contact (contact_id bigint primary key);
+
+-- name: scope_unresolved
+-- Every record that is new or changed since the last run; the row count is the batch.
+insert into id_scope_record (record_id, changed_at, is_new)
+select record_id, changed_at, true
+from ingest.record
+where resolved_at is null;
+
+-- name: scope_touched_contacts
+-- Existing contacts the batch touches: the contact a changed record had, every contact
+-- owning an identifier a batch record carries, and contacts with the batch's birth date
+-- and postcode (fuzzy candidates). Index lookups only: core.identifier (kind, value).
+insert into id_scope_contact (contact_id)
+select r.contact_id
+from id_scope_record as s
+join ingest.record as r using (record_id)
+where s.is_new and r.contact_id is not null
+union
+select i.contact_id
+from id_scope_record as s
+join ingest.record as r using (record_id)
+cross join lateral (
+    values
+        ('email'::core.identifier_kind, r.email),
+        ('phone', r.phone_e164),
+        ('loyalty_card', r.loyalty_card),
+        ('booking_ref', r.booking_ref),
+        ('crm_id', r.crm_contact_id),
+        ('source_customer_id', r.source_customer_id),
+        ('order_ref', r.order_ref),
+        ('cookie_id', r.cookie_id)
+) as k (kind, value)
+join core.identifier as i on i.kind = k.kind and i.value = k.value
+where s.is_new
+union
+select c.contact_id
+from (
+    select distinct r.birth_date, r.postal_code
+    from id_scope_record as s
+    join ingest.record as r using (record_id)
+    where s.is_new and r.birth_date is not null and r.postal_code is not null
+) as b
+join core.contact as c on c.birth_date = b.birth_date
+join core.location as l on l.location_id = c.location_id and l.postal_code = b.postal_code
+where c.status <> 'merged'
+on conflict do nothing;
+
+-- name: scope_households
+-- Widens the touched contacts to their whole accounts: household links (shared mailbox,
+-- same address) can only be re-decided with every member in view.
+insert into id_scope_contact (contact_id)
+select c.contact_id
+from core.contact as c
+where c.status <> 'merged'
+  and c.account_id in (
+      select k.account_id from core.contact as k join id_scope_contact using (contact_id)
+  )
+on conflict do nothing;
+
+-- name: scope_contact_records
+-- Every record of a touched contact joins the scope, so each contact is rebuilt from all
+-- of its evidence (uses record_contact_idx).
+insert into id_scope_record (record_id, changed_at, is_new)
+select r.record_id, r.changed_at, false
+from ingest.record as r
+join id_scope_contact using (contact_id)
+on conflict do nothing;
+
+-- name: scope_crm_accounts
+-- Records sharing a CRM account id with the scope: the CRM account and address rows (which
+-- belong to no contact) and the other members' records, whose contacts join the scope.
+-- ingest.record has no index on crm_account_id, so this is one hashed scan.
+with crm as (
+    select distinct r.crm_account_id
+    from id_scope_record as s
+    join ingest.record as r using (record_id)
+    where r.crm_account_id is not null
+),
+
+found as (
+    select r.record_id, r.changed_at, r.contact_id
+    from ingest.record as r
+    join crm using (crm_account_id)
+),
+
+added as (
+    insert into id_scope_record (record_id, changed_at, is_new)
+    select record_id, changed_at, false from found
+    on conflict do nothing
+    returning record_id
+)
+
+insert into id_scope_contact (contact_id)
+select distinct contact_id from found where contact_id is not null
+on conflict do nothing;
+
+-- name: scope_counts
+-- The size of this run: batch records, records in scope, existing contacts in scope.
+select
+    count(*) filter (where is_new) as batch_records,
+    count(*) as scope_records,
+    (select count(*) from id_scope_contact) as scope_contacts
+from id_scope_record;
+
+-- name: read_scope
+-- COPY out of the records in scope, the columns linking needs and nothing else. main_guest:
+-- ingestion flags the PMS main guest in attributes.guest_role; without the flag, the PMS
+-- row that carries the reservation's amount is the main guest's (companions show 0,00).
+copy (
+    select
+        r.record_id,
+        r.source_system,
+        r.contact_id,
+        r.first_name,
+        r.last_name,
+        r.birth_date,
+        r.postal_code,
+        r.street,
+        r.email,
+        r.phone_e164,
+        r.loyalty_card,
+        r.booking_ref,
+        r.crm_contact_id,
+        r.crm_account_id,
+        r.source_customer_id,
+        r.order_ref,
+        r.cookie_id,
+        r.source_system = 'hotel_pms'
+        and (
+            coalesce(r.attributes ->> 'guest_role', '') in ('H', 'main', 'main_guest')
+            or coalesce(r.amount_cents, 0) > 0
+        ) as main_guest,
+        coalesce(r.account_type = 'company', false) as company_account,
+        s.changed_at,
+        s.is_new
+    from id_scope_record as s
+    join ingest.record as r using (record_id)
+    order by r.record_id
+) to stdout with (format csv);
+
+-- name: scope_contacts
+-- The existing contacts in scope with their account and status: the candidates that new
+-- components claim (survivors) or merge.
+select c.contact_id, c.account_id, c.status::text as status
+from core.contact as c
+join id_scope_contact using (contact_id);
+
+-- name: allocate_contact_ids
+-- Reserves :n contact ids from the identity's own sequence and returns the first, so
+-- Python can write final ids in one COPY instead of inserting row by row to learn them.
+-- nextval and setval are not one atomic step: safe because only resolution (under its
+-- lock) creates contacts; anyone else's insert would fail on the primary key, not corrupt.
+select setval(
+    pg_get_serial_sequence('core.contact', 'contact_id'),
+    nextval(pg_get_serial_sequence('core.contact', 'contact_id')) + :n - 1
+) - :n + 1 as first_id;
+
+-- name: allocate_account_ids
+-- The same for :n account ids.
+select setval(
+    pg_get_serial_sequence('core.account', 'account_id'),
+    nextval(pg_get_serial_sequence('core.account', 'account_id')) + :n - 1
+) - :n + 1 as first_id;
+
+-- name: create_result
+-- What linking decided: per record its contact and account (null: no person), per contact
+-- its account and status, per account its type, and who merges into whom.
+create temp table id_assign (
+    record_id  bigint primary key,
+    contact_id bigint,
+    account_id bigint
+);
+create temp table id_contact (
+    contact_id bigint primary key,
+    account_id bigint not null,
+    status     core.contact_status not null,
+    is_new     boolean not null
+);
+create temp table id_contact_merge (
+    loser    bigint primary key,
+    survivor bigint not null
+);
+create temp table id_account (
+    account_id   bigint primary key,
+    account_type core.account_type not null,
+    is_new       boolean not null
+);
+create temp table id_account_merge (
+    loser    bigint primary key,
+    survivor bigint not null
+);
+
+-- name: reset_result
+-- Before transaction 2 each connection reloads the result with its own half of the contacts.
+truncate id_assign, id_contact;
+
+-- name: copy_scope
+-- The second connection's copy of the scope rows it marks (changed_at as read by the first).
+copy id_scope_record (record_id, changed_at, is_new) from stdin with (format csv);
+
+-- name: copy_assignment
+copy id_assign (record_id, contact_id, account_id) from stdin with (format csv);
+
+-- name: copy_contacts
+copy id_contact (contact_id, account_id, status, is_new) from stdin with (format csv);
+
+-- name: copy_contact_merges
+copy id_contact_merge (loser, survivor) from stdin with (format csv);
+
+-- name: copy_accounts
+copy id_account (account_id, account_type, is_new) from stdin with (format csv);
+
+-- name: copy_account_merges
+copy id_account_merge (loser, survivor) from stdin with (format csv);
+
+-- name: analyze_result
+-- The temp tables have no statistics otherwise, and the planner would guess 1,000 rows.
+analyze id_assign;
+analyze id_contact;
+analyze id_account;
+
+-- name: insert_accounts
+-- New accounts with their pre-allocated ids; existing ones get their (re-decided) type and
+-- are un-merged if a household came back to them. Returns how many were inserted.
+with inserted as (
+    insert into core.account (account_id, account_type)
+    overriding system value
+    select account_id, account_type from id_account where is_new
+    returning 1
+),
+
+updated as (
+    update core.account as t
+    set account_type = i.account_type, merged_into_account_id = null, updated_at = now()
+    from id_account as i
+    where i.account_id = t.account_id
+      and not i.is_new
+      and (t.account_type, t.merged_into_account_id) is distinct from (i.account_type, null::bigint)
+    returning 1
+)
+
+select (select count(*) from inserted) as inserted, (select count(*) from updated) as updated;
+
+-- name: detach_locations
+-- Locations of the accounts in scope are rebuilt from their records; first the contacts
+-- let go of them (contact.location_id references location).
+with rebuilt as (
+    select account_id from id_account
+    union
+    select loser from id_account_merge
+)
+
+update core.contact as c
+set location_id = null
+from core.location as l
+where l.location_id = c.location_id and l.account_id in (select account_id from rebuilt);
+
+-- name: delete_locations
+with rebuilt as (
+    select account_id from id_account
+    union
+    select loser from id_account_merge
+)
+
+delete from core.location
+where account_id in (select account_id from rebuilt);
+
+-- name: contact_values
+-- Survivorship, one value per attribute and contact: the value of the most trusted source
+-- (core.source_system.trust_rank), among those the most recent (occurred_at, else when the
+-- record last changed), then the highest record id. First and last name come from the same
+-- record, so a transposed pair is never mixed with a correct one.
+create temp table id_contact_value as
+select
+    a.contact_id,
+    (array_agg(r.salutation order by s.trust_rank desc, coalesce(r.occurred_at, r.changed_at) desc, r.record_id desc)
+        filter (where r.salutation is not null))[1] as salutation,
+    (array_agg(r.first_name order by s.trust_rank desc, coalesce(r.occurred_at, r.changed_at) desc, r.record_id desc)
+        filter (where r.first_name is not null and r.last_name is not null))[1] as first_name,
+    (array_agg(r.last_name order by s.trust_rank desc, coalesce(r.occurred_at, r.changed_at) desc, r.record_id desc)
+        filter (where r.first_name is not null and r.last_name is not null))[1] as last_name,
+    (array_agg(r.birth_date order by s.trust_rank desc, coalesce(r.occurred_at, r.changed_at) desc, r.record_id desc)
+        filter (where r.birth_date is not null))[1] as birth_date,
+    (array_agg(r.email order by s.trust_rank desc, coalesce(r.occurred_at, r.changed_at) desc, r.record_id desc)
+        filter (where r.email is not null))[1] as email,
+    (array_agg(r.phone_e164 order by s.trust_rank desc, coalesce(r.occurred_at, r.changed_at) desc, r.record_id desc)
+        filter (where r.phone_e164 is not null))[1] as phone_e164,
+    (array_agg(r.language order by s.trust_rank desc, coalesce(r.occurred_at, r.changed_at) desc, r.record_id desc)
+        filter (where r.language is not null))[1] as preferred_language
+from id_assign as a
+join ingest.record as r using (record_id)
+join core.source_system as s using (source_system)
+where a.contact_id is not null
+group by a.contact_id;
+
+-- name: insert_contacts
+-- New contacts with pre-allocated ids and their surviving values; returns the count.
+with inserted as (
+    insert into core.contact (
+        contact_id, account_id, status, salutation, first_name, last_name, birth_date,
+        email, phone_e164, preferred_language
+    )
+    overriding system value
+    select
+        c.contact_id, c.account_id, c.status, v.salutation, v.first_name, v.last_name,
+        v.birth_date, v.email, v.phone_e164, v.preferred_language
+    from id_contact as c
+    left join id_contact_value as v using (contact_id)
+    where c.is_new
+    returning 1
+)
+
+select count(*) from inserted;
+
+-- name: update_contacts
+-- Existing contacts in scope take the re-decided account, status and surviving values;
+-- a contact whose values did not change is not rewritten. Returns the count rewritten.
+with target as (
+    select
+        c.contact_id, c.account_id, c.status, v.salutation, v.first_name, v.last_name, v.birth_date,
+        v.email, v.phone_e164, v.preferred_language
+    from id_contact as c
+    left join id_contact_value as v using (contact_id)
+    where not c.is_new
+),
+
+updated as (
+    update core.contact as t
+    set
+        account_id = n.account_id,
+        status = n.status,
+        merged_into_contact_id = null,
+        salutation = n.salutation,
+        first_name = n.first_name,
+        last_name = n.last_name,
+        birth_date = n.birth_date,
+        email = n.email,
+        phone_e164 = n.phone_e164,
+        preferred_language = n.preferred_language,
+        updated_at = now()
+    from target as n
+    where n.contact_id = t.contact_id
+      and (
+          t.account_id, t.status, t.merged_into_contact_id, t.salutation, t.first_name, t.last_name,
+          t.birth_date, t.email, t.phone_e164, t.preferred_language
+      ) is distinct from (
+          n.account_id, n.status, null::bigint, n.salutation, n.first_name, n.last_name,
+          n.birth_date, n.email, n.phone_e164, n.preferred_language
+      )
+    returning 1
+)
+
+select count(*) from updated;
+
+-- name: merge_contacts
+-- A contact that new evidence joined to another: status merged, pointing to its survivor,
+-- in the survivor's account; contacts merged into it earlier now point to the survivor too.
+update core.contact as t
+set
+    status = 'merged',
+    merged_into_contact_id = m.survivor,
+    account_id = s.account_id,
+    location_id = null,
+    updated_at = now()
+from id_contact_merge as m
+join id_contact as s on s.contact_id = m.survivor
+where t.contact_id = m.loser;
+
+update core.contact as t
+set merged_into_contact_id = m.survivor, updated_at = now()
+from id_contact_merge as m
+where t.merged_into_contact_id = m.loser;
+
+-- name: repoint_merged
+-- Everything a merged contact had moves to its survivor, so nothing is lost even where the
+-- upserts below would not see a row (an activity whose record is gone).
+update core.activity as t set contact_id = m.survivor
+from id_contact_merge as m where t.contact_id = m.loser;
+update core.identifier as t set contact_id = m.survivor
+from id_contact_merge as m where t.contact_id = m.loser;
+update core.consent as t set contact_id = m.survivor
+from id_contact_merge as m where t.contact_id = m.loser;
+update core.inquiry as t set contact_id = m.survivor
+from id_contact_merge as m where t.contact_id = m.loser;
+update ingest.record as t set contact_id = m.survivor
+from id_contact_merge as m where t.contact_id = m.loser;
+
+-- name: merge_accounts
+-- An account whose members all moved to another household points to that account.
+update core.account as t
+set merged_into_account_id = m.survivor, updated_at = now()
+from id_account_merge as m
+where t.account_id = m.loser and t.merged_into_account_id is distinct from m.survivor;
+
+update core.account as t
+set merged_into_account_id = m.survivor, updated_at = now()
+from id_account_merge as m
+where t.merged_into_account_id = m.loser;
+
+-- name: insert_locations
+-- The addresses of every account in scope, one location per distinct address (postcode and
+-- street reduced so that "Hauptstr. 12" equals "Hauptstraße 12"). Each address is valid from
+-- when it was first seen (CRM valid_from, else the record's date) until the next address
+-- was; the latest has no valid_to and is the current one. Values by survivorship.
+insert into core.location (account_id, street, postal_code, city, country_code, valid_from, valid_to)
+with address as (
+    select
+        a.account_id,
+        r.street,
+        r.postal_code,
+        r.city,
+        r.country_code,
+        s.trust_rank,
+        r.record_id,
+        coalesce(r.occurred_at, r.changed_at) as seen_at,
+        coalesce(r.address_valid_from, r.occurred_at::date, r.changed_at::date) as seen_on,
+        upper(replace(r.postal_code, ' ', ''))
+        || '|'
+        || regexp_replace(
+            replace(replace(lower(r.street), 'ß', 'ss'), 'strasse', 'str'), '[\W_]+', '', 'g'
+        ) as address_key
+    from id_assign as a
+    join ingest.record as r using (record_id)
+    join core.source_system as s using (source_system)
+    where a.account_id is not null
+      and r.country_code is not null
+      and r.postal_code is not null
+      and r.street is not null
+),
+
+per_address as (
+    select
+        account_id,
+        address_key,
+        min(seen_on) as valid_from,
+        (array_agg(street order by trust_rank desc, seen_at desc, record_id desc))[1] as street,
+        (array_agg(postal_code order by trust_rank desc, seen_at desc, record_id desc))[1] as postal_code,
+        (array_agg(city order by trust_rank desc, seen_at desc, record_id desc))[1] as city,
+        (array_agg(country_code order by trust_rank desc, seen_at desc, record_id desc))[1] as country_code
+    from address
+    group by account_id, address_key
+),
+
+final as (
+    select
+        *,
+        lead(valid_from) over (partition by account_id order by valid_from, address_key) as valid_to
+    from per_address
+)
+
+select account_id, street, postal_code, city, country_code, valid_from, valid_to
+from final;
+
+-- name: attach_locations
+-- Every live contact in scope gets its account's current address.
+update core.contact as c
+set location_id = l.location_id
+from id_contact as i, core.location as l
+where i.contact_id = c.contact_id
+  and l.account_id = c.account_id
+  and l.valid_to is null
+  and c.location_id is distinct from l.location_id;
+
+-- name: name_accounts
+-- An account is named by the CRM (account rows carry account_type and the account name in
+-- company_name), else by the surviving last name of its most trusted member's records.
+update core.account as t
+set name = n.name, updated_at = now()
+from (
+    select
+        a.account_id,
+        coalesce(
+            (array_agg(r.company_name order by s.trust_rank desc, coalesce(r.occurred_at, r.changed_at) desc)
+                filter (where r.company_name is not null and r.account_type is not null))[1],
+            (array_agg(r.last_name order by s.trust_rank desc, coalesce(r.occurred_at, r.changed_at) desc)
+                filter (where r.last_name is not null))[1]
+        ) as name
+    from id_assign as a
+    join ingest.record as r using (record_id)
+    join core.source_system as s using (source_system)
+    where a.account_id is not null
+    group by a.account_id
+) as n
+where t.account_id = n.account_id and t.name is distinct from n.name;
+
+-- name: identifier_values
+-- Every identifier of the contacts in scope, from their records, normalised as stored
+-- (source_customer_id is already '<source_system>:<id>'). A value shared by several
+-- contacts (a family mailbox) is unique in core.identifier, so it goes to the contact with
+-- the most records carrying it (then the lower id): the mailbox's main user.
+create temp table id_identifier as
+with seen as (
+    select
+        a.contact_id,
+        k.kind,
+        btrim(k.value) as value,
+        r.source_system,
+        coalesce(r.occurred_at, r.received_at) as seen_at
+    from id_assign as a
+    join ingest.record as r using (record_id)
+    cross join lateral (
+        values
+            ('email'::core.identifier_kind, r.email),
+            ('phone', r.phone_e164),
+            ('loyalty_card', r.loyalty_card),
+            ('booking_ref', r.booking_ref),
+            ('crm_id', r.crm_contact_id),
+            ('source_customer_id', r.source_customer_id),
+            ('order_ref', r.order_ref),
+            ('cookie_id', r.cookie_id)
+    ) as k (kind, value)
+    where a.contact_id is not null and btrim(k.value) <> ''
+),
+
+per_contact as (
+    select
+        kind,
+        value,
+        contact_id,
+        count(*) as records,
+        min(seen_at) as first_seen_at,
+        max(seen_at) as last_seen_at,
+        (array_agg(source_system order by seen_at, source_system))[1] as source_system
+    from seen
+    group by kind, value, contact_id
+)
+
+select distinct on (kind, value) kind, value, contact_id, source_system, first_seen_at, last_seen_at
+from per_contact
+order by kind, value, records desc, contact_id;
+
+-- name: read_second_half_identifiers
+-- COPY out of the identifiers owned by odd contact ids: the second connection's half.
+copy (
+    select kind, value, contact_id, source_system, first_seen_at, last_seen_at
+    from id_identifier
+    where contact_id % 2 = 1
+) to stdout with (format csv);
+
+-- name: keep_first_half_identifiers
+delete from id_identifier where contact_id % 2 = 1;
+
+-- name: create_identifiers
+-- The second connection's table of its half of identifier_values.
+create temp table id_identifier (
+    kind           core.identifier_kind not null,
+    value          text not null,
+    contact_id     bigint not null,
+    source_system  text not null,
+    first_seen_at  timestamptz not null,
+    last_seen_at   timestamptz not null
+);
+
+-- name: copy_identifiers
+copy id_identifier (kind, value, contact_id, source_system, first_seen_at, last_seen_at)
+from stdin with (format csv);
+
+-- name: upsert_identifiers
+-- Returns how many identifiers were inserted or changed; unchanged ones are not rewritten.
+with written as (
+    insert into core.identifier (contact_id, kind, value, source_system, first_seen_at, last_seen_at)
+    select contact_id, kind, value, source_system, first_seen_at, last_seen_at from id_identifier
+    on conflict (kind, value) do update
+    set
+        contact_id = excluded.contact_id,
+        source_system = excluded.source_system,
+        first_seen_at = excluded.first_seen_at,
+        last_seen_at = excluded.last_seen_at
+    where (core.identifier.contact_id, core.identifier.source_system, core.identifier.first_seen_at,
+           core.identifier.last_seen_at)
+        is distinct from (excluded.contact_id, excluded.source_system, excluded.first_seen_at,
+                          excluded.last_seen_at)
+    returning 1
+)
+
+select count(*) from written;
+
+-- name: delete_stale_identifiers
+-- Identifiers of contacts in scope that none of their records carries any more (a
+-- corrected record); returns nothing. Runs in transaction 1 against the whole new set, so
+-- the two connections of transaction 2 never touch the same identifier row.
+delete from core.identifier as i
+using id_contact as c
+where i.contact_id = c.contact_id
+  and not exists (select 1 from id_identifier as n where n.kind = i.kind and n.value = i.value);
+
+-- name: upsert_activities
+-- One activity per record with an activity type and a contact, keyed by (source_system,
+-- source_key); an unchanged activity is skipped (IS DISTINCT FROM), a moved one repointed.
+-- A product is linked when its SKU is in core.product, else SKU and name stay in attributes.
+-- Returns how many activities were inserted or changed.
+with written as (
+    insert into core.activity (
+        contact_id, activity_type, source_system, source_ref, occurred_at, ended_at, amount_cents,
+        currency, quantity, product_id, outlet, attributes, ingest_file_id
+    )
+    select
+        a.contact_id,
+        r.activity_type,
+        r.source_system,
+        r.source_key,
+        r.occurred_at,
+        r.ended_at,
+        r.amount_cents,
+        r.currency,
+        coalesce(r.quantity, 1),
+        p.product_id,
+        r.outlet,
+        case
+            when p.product_id is null and r.product_sku is not null
+                then r.attributes || jsonb_strip_nulls(
+                    jsonb_build_object('product_sku', r.product_sku, 'product_name', r.product_name)
+                )
+            else r.attributes
+        end,
+        r.ingest_file_id
+    from id_assign as a
+    join ingest.record as r using (record_id)
+    left join core.product as p on p.sku = r.product_sku
+    where a.contact_id is not null and r.activity_type is not null
+    on conflict (source_system, source_ref) do update
+    set
+        contact_id = excluded.contact_id,
+        activity_type = excluded.activity_type,
+        occurred_at = excluded.occurred_at,
+        ended_at = excluded.ended_at,
+        amount_cents = excluded.amount_cents,
+        currency = excluded.currency,
+        quantity = excluded.quantity,
+        product_id = excluded.product_id,
+        outlet = excluded.outlet,
+        attributes = excluded.attributes,
+        ingest_file_id = excluded.ingest_file_id,
+        loaded_at = now()
+    where (core.activity.contact_id, core.activity.activity_type, core.activity.occurred_at,
+           core.activity.ended_at, core.activity.amount_cents, core.activity.currency,
+           core.activity.quantity, core.activity.product_id, core.activity.outlet,
+           core.activity.attributes, core.activity.ingest_file_id)
+        is distinct from (excluded.contact_id, excluded.activity_type, excluded.occurred_at,
+                          excluded.ended_at, excluded.amount_cents, excluded.currency,
+                          excluded.quantity, excluded.product_id, excluded.outlet,
+                          excluded.attributes, excluded.ingest_file_id)
+    returning 1
+)
+
+select count(*) from written;
+
+-- name: upsert_consents
+-- A record with consent fields is one ledger entry (source_ref = source_key), recorded when
+-- the record happened. Ledger entries are not edited, except to follow their contact into
+-- a merge or a correction of the same source record. double_opt_in_at is kept only where
+-- the ledger's rule allows it (an opt-in confirmed after it was given). Returns the count.
+with written as (
+    insert into core.consent (
+        contact_id, channel, purpose, status, recorded_at, source_system, source_ref,
+        double_opt_in_at, evidence
+    )
+    select
+        a.contact_id,
+        r.consent_channel,
+        coalesce(r.consent_purpose, 'general'),
+        r.consent_status,
+        coalesce(r.occurred_at, r.received_at),
+        r.source_system,
+        r.source_key,
+        case
+            when r.consent_status = 'opt_in' and r.double_opt_in_at >= coalesce(r.occurred_at, r.received_at)
+                then r.double_opt_in_at
+        end,
+        jsonb_build_object('record_kind', r.record_kind, 'ingest_file_id', r.ingest_file_id)
+    from id_assign as a
+    join ingest.record as r using (record_id)
+    where a.contact_id is not null and r.consent_channel is not null
+    on conflict (source_system, source_ref) do update
+    set
+        contact_id = excluded.contact_id,
+        channel = excluded.channel,
+        purpose = excluded.purpose,
+        status = excluded.status,
+        recorded_at = excluded.recorded_at,
+        double_opt_in_at = excluded.double_opt_in_at
+    where (core.consent.contact_id, core.consent.channel, core.consent.purpose, core.consent.status,
+           core.consent.recorded_at, core.consent.double_opt_in_at)
+        is distinct from (excluded.contact_id, excluded.channel, excluded.purpose, excluded.status,
+                          excluded.recorded_at, excluded.double_opt_in_at)
+    returning 1
+)
+
+select count(*) from written;
+
+-- name: upsert_inquiries
+-- A record with an inquiry topic or body is one inquiry; a later answer or closing (done
+-- elsewhere) is kept, only contact, topic and body follow the record. Returns the count.
+with written as (
+    insert into core.inquiry (contact_id, source_system, source_ref, opened_at, topic, body)
+    select
+        a.contact_id,
+        r.source_system,
+        r.source_key,
+        coalesce(r.occurred_at, r.received_at),
+        r.inquiry_topic,
+        r.inquiry_body
+    from id_assign as a
+    join ingest.record as r using (record_id)
+    where a.contact_id is not null and (r.inquiry_topic is not null or r.inquiry_body is not null)
+    on conflict (source_system, source_ref) do update
+    set contact_id = excluded.contact_id, topic = excluded.topic, body = excluded.body
+    where (core.inquiry.contact_id, core.inquiry.topic, core.inquiry.body)
+        is distinct from (excluded.contact_id, excluded.topic, excluded.body)
+    returning 1
+)
+
+select count(*) from written;
+
+-- name: mark_records
+-- Records take their contact (null: nobody) and are marked resolved, unless ingestion
+-- changed them after this run read them (changed_at moved): those wait for the next run.
+-- Returns how many records were marked resolved.
+with marked as (
+    update ingest.record as r
+    set
+        contact_id = a.contact_id,
+        resolved_at = case
+            when r.changed_at = s.changed_at then greatest(clock_timestamp(), r.changed_at)
+            else r.resolved_at
+        end
+    from id_assign as a
+    join id_scope_record as s using (record_id)
+    where r.record_id = a.record_id
+      and (r.contact_id is distinct from a.contact_id or (r.resolved_at is null and r.changed_at = s.changed_at))
+    returning r.resolved_at is not null and s.is_new as newly_resolved
+)
+
+select count(*) filter (where newly_resolved) from marked;
+
+-- name: evaluation_records
+-- COPY out of every record with its contact and whether it carries anything that
+-- identifies a person (an identifier other than the order reference, or a name): records
+-- without are excluded from evaluation, nobody can link them.
+copy (
+    select
+        source_system,
+        source_key,
+        contact_id,
+        (
+            coalesce(email, phone_e164, loyalty_card, booking_ref, crm_contact_id, source_customer_id,
+                     cookie_id, first_name, last_name) is not null
+        ) as identifiable
+    from ingest.record
+) to stdout with (format csv);
