@@ -36,14 +36,13 @@ sys.path.insert(0, str(REPO))
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 
 import httpx  # noqa: E402
-import psycopg2  # noqa: E402
 from sqlalchemy import text  # noqa: E402
 
 from campaign_lib.api.batches import EVENTS, CorePublisher, load_batch  # noqa: E402
 from campaign_lib.api.keys import EVENTS_WRITE, create_key  # noqa: E402
 from campaign_lib.api.server import start_in_thread  # noqa: E402
 from campaign_lib.config import load_settings  # noqa: E402
-from campaign_lib.db import make_engine, open_databases  # noqa: E402
+from campaign_lib.db import admin_connection, make_engine, open_databases  # noqa: E402
 from campaign_lib.db.migrate import upgrade  # noqa: E402
 
 URLS = ("/de/hotel/zimmer", "/en/water-park", "/de/restaurants", "/en/offers/summer", "/nl/dolfinarium", "/")
@@ -139,18 +138,6 @@ class Website:
         return [{"events": [self.event() for _ in range(size)]} for _ in range(count)]
 
 
-def _admin(url):
-    conn = psycopg2.connect(
-        dbname="postgres",
-        user=url.username,
-        password=url.password,
-        host=url.query.get("host") or url.host,
-        port=url.port,
-    )
-    conn.autocommit = True
-    return conn
-
-
 def _percentiles(seconds: list[float]) -> tuple[float, float]:
     if len(seconds) < 2:
         return seconds[0], seconds[0]
@@ -185,7 +172,7 @@ def run(batches: int, size: int, clients: int, probes: int, seed: int) -> None:
     server_url = open_databases(load_settings()).kms
     name = f"kms_bench_api_{os.getpid()}"
     url = server_url.set(database=name)
-    admin = _admin(server_url)
+    admin = admin_connection(server_url)
     with admin.cursor() as cur:
         cur.execute(f'create database "{name}"')
     engine = make_engine(url, pool_size=8, max_overflow=8)

@@ -31,11 +31,10 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg2
 from sqlalchemy import text
 
 from campaign_lib.config import load_settings
-from campaign_lib.db import make_engine, open_databases
+from campaign_lib.db import admin_connection, make_engine, open_databases
 from campaign_lib.db.migrate import upgrade
 from campaign_lib.generator import generate
 from campaign_lib.identity import evaluate, resolve
@@ -395,14 +394,7 @@ def main() -> None:
     server = open_databases(settings)
     name = f"kms_bench_identity_{os.getpid()}"
     url = server.kms
-    admin = psycopg2.connect(
-        dbname="postgres",
-        user=url.username,
-        password=url.password,
-        host=url.query.get("host") or url.host,
-        port=url.port,
-    )
-    admin.autocommit = True
+    admin = admin_connection(url)
     with admin.cursor() as cursor:
         cursor.execute(f'create database "{name}"')
     engine = make_engine(url.set(database=name))

@@ -27,7 +27,7 @@ from pathlib import Path
 import psycopg2
 
 from campaign_lib.config import load_settings
-from campaign_lib.db import make_engine, open_databases
+from campaign_lib.db import make_engine, open_databases, scratch_database
 from campaign_lib.db.migrate import upgrade
 from campaign_lib.demo import drop_files, ingest_all
 from campaign_lib.generator import generate
@@ -49,16 +49,6 @@ def generated_data(home: Path, guests: int, seed: int) -> Path:
     generate(out, guests=guests, seed=seed, workers=2)
     print(f"generated {guests:,} guests in {time.perf_counter() - started:.0f} s into {out}")
     return out
-
-
-def admin(url):
-    return psycopg2.connect(
-        dbname="postgres",
-        user=url.username,
-        password=url.password,
-        host=url.query.get("host") or url.host,
-        port=url.port,
-    )
 
 
 def raw_copy(url, generated: Path, feeds: dict[str, FeedSpec]) -> tuple[int, float]:
@@ -118,12 +108,12 @@ def main() -> None:
     expected_rows = sum(f["rows"] for f in manifest["files"] if f["feed"] != "ground_truth")
 
     name = f"kms_bench_{args.guests}"
-    conn = admin(server)
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute(f'drop database if exists "{name}" with (force)')
-        cur.execute(f'create database "{name}"')
-    url = server.set(database=name)
+    with scratch_database(server, name, keep=args.keep) as url:
+        run(url, generated, feeds, expected_rows)
+
+
+def run(url, generated: Path, feeds: dict[str, FeedSpec], expected_rows: int) -> None:
+    settings = load_settings()
     engine = make_engine(url, pool_size=4)
     try:
         upgrade(engine)
@@ -181,10 +171,6 @@ def main() -> None:
         print(f"\npeak RSS of this process: {peak_mib:,.0f} MiB")
     finally:
         engine.dispose()
-        if not args.keep:
-            with conn.cursor() as cur:
-                cur.execute(f'drop database if exists "{name}" with (force)')
-        conn.close()
 
 
 if __name__ == "__main__":

@@ -18,31 +18,17 @@ from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
-import psycopg2
 import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import URL, Engine
 
 from campaign_lib.airflow_runtime import airflow_command, airflow_environment
 from campaign_lib.config import load_settings
-from campaign_lib.db import Databases, make_engine, open_databases
+from campaign_lib.db import Databases, admin_connection, make_engine, open_databases
 from campaign_lib.db.migrate import upgrade
 
 PID = os.getpid()
 _TEMPLATE_LOCK_KEY = 0x6B6D7302
-
-
-def _admin_connection(server: Databases):
-    url = server.kms
-    conn = psycopg2.connect(
-        dbname="postgres",
-        user=url.username,
-        password=url.password,
-        host=url.query.get("host") or url.host,
-        port=url.port,
-    )
-    conn.autocommit = True
-    return conn
 
 
 def _database_exists(cur, name: str) -> bool:
@@ -97,7 +83,7 @@ def _prepare_test_databases() -> tuple[Databases, Path]:
     test_settings = replace(settings, home=home, database_url=test.kms, airflow_database_url=test.airflow)
     env = airflow_environment(test_settings, test)
 
-    conn = _admin_connection(server)
+    conn = admin_connection(server.kms)
     try:
         with conn.cursor() as cur:
             _drop_stale_test_databases(cur)
@@ -141,7 +127,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     if "airflow.settings" in sys.modules:
         # Close Airflow's pooled connections before their database is dropped.
         sys.modules["airflow.settings"].dispose_orm()
-    conn = _admin_connection(SERVER)
+    conn = admin_connection(SERVER.kms)
     try:
         with conn.cursor() as cur:
             cur.execute(f'drop database if exists "kms_test_{PID}" with (force)')

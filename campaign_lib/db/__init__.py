@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
+import psycopg2
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL, Engine
 from sqlalchemy.exc import DBAPIError
@@ -70,3 +73,34 @@ def check_reachable(url: URL) -> None:
 def display_url(url: URL) -> str:
     """The URL with its password masked, fit for messages and logs."""
     return url.render_as_string(hide_password=True)
+
+
+def admin_connection(url: URL):
+    """An autocommit psycopg2 connection to the `postgres` database of `url`'s server, for
+    creating and dropping databases (which cannot run inside a transaction)."""
+    conn = psycopg2.connect(
+        dbname="postgres",
+        user=url.username,
+        password=url.password,
+        host=url.query.get("host") or url.host,
+        port=url.port,
+    )
+    conn.autocommit = True
+    return conn
+
+
+@contextmanager
+def scratch_database(server: URL, name: str, *, keep: bool = False) -> Iterator[URL]:
+    """A new, empty database `name` on `server`'s server (replacing one of that name), dropped
+    again afterwards unless `keep`. For benchmarks; `name` is the caller's constant."""
+    conn = admin_connection(server)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(f'drop database if exists "{name}" with (force)')
+            cur.execute(f'create database "{name}"')
+        yield server.set(database=name)
+    finally:
+        if not keep:
+            with conn.cursor() as cur:
+                cur.execute(f'drop database if exists "{name}" with (force)')
+        conn.close()
