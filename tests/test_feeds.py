@@ -8,6 +8,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 
 from campaign_lib.config import PROJECT_ROOT
 from campaign_lib.errors import ConfigError
@@ -15,6 +16,7 @@ from campaign_lib.generator.feeds import FEEDS
 from campaign_lib.ingest.feeds import load_feed, load_feeds
 from campaign_lib.ingest.parse import parse_file
 from campaign_lib.ingest.record import RejectedRow, SourceRecord
+from campaign_lib.ingest.sftp_ingest import register_source_system
 
 GENERATOR_FEEDS = {feed.name: feed for feed in FEEDS}
 
@@ -100,7 +102,10 @@ def _write(tmp_path: Path, text: str, name: str = "demo") -> Path:
         ),
         (("encoding: utf-8", "encoding: utf-42"), "format.encoding: unknown encoding 'utf-42'"),
         (("type: csv", "type: xml"), "format.type: Input should be 'csv' or 'jsonl'"),
-        (("source_system: ticketing", "source_system: tickets"), "source_system: Input should be"),
+        (
+            ("source_system: ticketing", "source_system: Ticket Shop"),
+            "source_system: String should match pattern",
+        ),
         (("natural_key: [id]", "natural_key: [ident]"), "natural_key: column 'ident' is not in the header"),
         (("description: a test feed\n", ""), "description: missing"),
         (("required: [id]", "requierd: [id]"), "(top level): unknown setting 'requierd'"),
@@ -120,7 +125,7 @@ def _write(tmp_path: Path, text: str, name: str = "demo") -> Path:
         "bad-currency",
         "unknown-encoding",
         "unknown-format",
-        "unknown-source-system",
+        "source-system-not-a-code",
         "key-not-in-header",
         "missing-setting",
         "top-level-typo",
@@ -179,7 +184,9 @@ def test_a_new_booking_system_needs_only_yaml(tmp_path):
         tmp_path,
         """\
         name: spa_bookings
-        source_system: hotel_pms
+        source_system: spa
+        source_name: Spa booking system
+        source_trust_rank: 45
         record_kind: spa_booking
         description: Bookings of the spa's own system, exported nightly.
         sftp: {folder: spa, pattern: "SPA_*.txt", completeness: done_marker}
@@ -234,3 +241,22 @@ def test_a_new_booking_system_needs_only_yaml(tmp_path):
     assert record.product_name == "Hot Stone \u2013 Massage"
     assert record.booking_ref is None
     assert not isinstance(record, RejectedRow)
+
+
+def test_a_new_source_system_is_registered_when_its_feed_loads(clean_db) -> None:
+    crm = load_feeds()["crm_contacts"]
+    spa = crm.model_copy(
+        update={"source_system": "spa_test", "source_name": "Spa booking system", "source_trust_rank": 45}
+    )
+    register_source_system(clean_db, spa)
+    register_source_system(clean_db, spa)
+    register_source_system(clean_db, crm)
+    with clean_db.connect() as conn:
+        rows = dict(
+            conn.execute(
+                text(
+                    "select source_system, trust_rank from core.source_system where source_system in ('spa_test', 'crm')"
+                )
+            ).all()
+        )
+    assert rows == {"spa_test": 45, "crm": 90}

@@ -352,7 +352,12 @@ class FeedSpec(_Strict):
     """A validated feed file. Build it with `load_feed`, which also checks columns against the header."""
 
     name: str = Field(pattern=r"^[a-z][a-z0-9_]{1,62}$")
-    source_system: Literal["crm", "hotel_pms", "restaurant_pos", "shop_pos", "ticketing", "website"]
+    # A new system is registered in core.source_system when its feed first loads.
+    source_system: str = Field(pattern=r"^[a-z][a-z0-9_]{1,62}$")
+    source_name: str | None = Field(default=None, description="the system's name, when it is new")
+    source_trust_rank: int = Field(
+        default=50, ge=0, le=100, description="survivorship trust of a new system (higher wins)"
+    )
     record_kind: str = Field(pattern=r"^[a-z][a-z_]*$")
     description: str
     sftp: SftpSpec

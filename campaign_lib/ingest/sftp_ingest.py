@@ -98,8 +98,22 @@ def ingest_remote_file(
     )
 
 
+def register_source_system(engine: Engine, spec: FeedSpec) -> None:
+    """Make the feed's source system known to the core tables (a no-op when it is)."""
+    with engine.begin() as conn:
+        conn.execute(
+            queries("feeds.sql")["register_source_system"],
+            {
+                "source_system": spec.source_system,
+                "name": spec.source_name or spec.description,
+                "trust_rank": spec.source_trust_rank,
+            },
+        )
+
+
 def ingest_feed(engine: Engine, url: URL, settings: SftpSettings, spec: FeedSpec) -> list[FileOutcome]:
     """Load every new file of one feed over one SFTP connection, oldest first."""
+    register_source_system(engine, spec)
     outcomes = []
     with SftpSource(settings) as source, tempfile.TemporaryDirectory(prefix=f"kms-{spec.name}-") as work:
         for remote_file in new_files(engine, source, spec):
