@@ -32,6 +32,9 @@ from campaign_lib.errors import ConfigError, KmsError
 from campaign_lib.files import last_log_line
 
 COMPONENTS = ("scheduler", "dag-processor", "triggerer", "api-server")
+# Started beside Airflow unless the environment names another SFTP server (AIRFLOW_CONN_KMS_SFTP).
+LOCAL_SFTP = "sftp-server"
+LOCAL_SFTP_USER = "resort-drops"
 ADMIN_USER = "admin"
 
 
@@ -83,12 +86,41 @@ def airflow_environment(settings: Settings, databases: Databases) -> dict[str, s
             "AIRFLOW__API__BASE_URL": base_url,
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{base_url}/execution/",
             "AIRFLOW_CONN_KMS_DB": kms_db_connection(databases.kms),
+            "AIRFLOW_CONN_KMS_SFTP": env.get("AIRFLOW_CONN_KMS_SFTP")
+            or local_sftp_connection(settings, keys),
             "KMS_HOME": str(settings.home),
             "GX_ANALYTICS_ENABLED": "false",
             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
         }
     )
     return env
+
+
+def uses_local_sftp() -> bool:
+    """Whether kms runs its own SFTP drop server: unless the environment names another."""
+    return "AIRFLOW_CONN_KMS_SFTP" not in os.environ
+
+
+def local_sftp_connection(settings: Settings, keys: dict[str, str]) -> str:
+    """The Airflow connection `kms_sftp` to the local drop server, host key included."""
+    from campaign_lib.local_servers.sftp import known_hosts_line, persistent_host_key
+
+    host_key = persistent_host_key(settings.home / "sftp_host_key")
+    return json.dumps(
+        {
+            "conn_type": "sftp",
+            "host": "127.0.0.1",
+            "port": settings.sftp_port,
+            "login": LOCAL_SFTP_USER,
+            "password": keys["sftp_password"],
+            "extra": {"known_hosts": known_hosts_line(host_key, settings.sftp_port)},
+        }
+    )
+
+
+def local_sftp_password(home: Path) -> str:
+    """The password of the local drop server's one user (generated with the other secrets)."""
+    return _installation_secrets(home)["sftp_password"]
 
 
 def airflow_command(*args: str) -> list[str]:
@@ -108,17 +140,25 @@ def migrate_metadata(env: dict[str, str], log_file: Path) -> None:
 
 
 class AirflowServices:
-    """The scheduler, DAG processor, triggerer and API server of one kms home."""
+    """The scheduler, DAG processor, triggerer and API server of one kms home, and the
+    local SFTP drop server beside them unless another SFTP server is configured."""
 
     def __init__(self, settings: Settings):
         self.settings = settings
         self.run_dir = settings.home / "run"
         self.log_dir = settings.home / "logs"
 
+    def commands(self) -> dict[str, list[str]]:
+        """Component name -> command line of every component `start` runs."""
+        commands = {name: airflow_command(name) for name in COMPONENTS}
+        if uses_local_sftp():
+            commands[LOCAL_SFTP] = [sys.executable, "-m", "campaign_lib.cli", "sftp", "serve"]
+        return commands
+
     def running(self) -> dict[str, int]:
         """Component name -> pid of every component that is alive."""
         alive = {}
-        for name in COMPONENTS:
+        for name in (*COMPONENTS, LOCAL_SFTP):
             pid = self._read_pid(name)
             if pid is not None and _alive(pid):
                 alive[name] = pid
@@ -128,24 +168,27 @@ class AirflowServices:
         """Start every component that is not running and wait until the UI answers."""
         port = self.settings.airflow_port
         already = self.running()
+        commands = self.commands()
         if "api-server" not in already:
             ensure_port_free(port)
+        if LOCAL_SFTP in commands and LOCAL_SFTP not in already:
+            ensure_port_free(self.settings.sftp_port, "KMS_SFTP_PORT")
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        for name in COMPONENTS:
+        for name, command in commands.items():
             if name in already:
                 continue
             with (self.log_dir / f"{name}.log").open("ab") as log:
                 process = subprocess.Popen(
-                    airflow_command(name),
+                    command,
                     env=env,
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     stdin=subprocess.DEVNULL,
                     start_new_session=True,
                 )
-            (self.run_dir / f"airflow-{name}.pid").write_text(str(process.pid))
-        self._wait_healthy(port, timeout)
+            (self.run_dir / f"{name}.pid").write_text(str(process.pid))
+        self._wait_healthy(port, timeout, commands)
         return self.endpoint()
 
     def stop(self, timeout: float = 30.0) -> list[str]:
@@ -159,8 +202,8 @@ class AirflowServices:
         for pid in running.values():
             if _alive(pid):
                 _signal_group(pid, signal.SIGKILL)
-        for name in COMPONENTS:
-            (self.run_dir / f"airflow-{name}.pid").unlink(missing_ok=True)
+        for name in (*COMPONENTS, LOCAL_SFTP):
+            (self.run_dir / f"{name}.pid").unlink(missing_ok=True)
         return sorted(running)
 
     def endpoint(self) -> Endpoint:
@@ -173,11 +216,11 @@ class AirflowServices:
             url=f"http://127.0.0.1:{self.settings.airflow_port}", user=ADMIN_USER, password=password
         )
 
-    def _wait_healthy(self, port: int, timeout: float) -> None:
+    def _wait_healthy(self, port: int, timeout: float, commands: dict[str, list[str]]) -> None:
         deadline = time.monotonic() + timeout
         health = f"http://127.0.0.1:{port}/api/v2/monitor/health"
         while time.monotonic() < deadline:
-            dead = [name for name in COMPONENTS if name not in self.running()]
+            dead = [name for name in commands if name not in self.running()]
             if dead:
                 log = self.log_dir / f"{dead[0]}.log"
                 raise AirflowError(f"airflow {dead[0]} exited; see {log}: {last_log_line(log)}")
@@ -192,12 +235,12 @@ class AirflowServices:
 
     def _read_pid(self, name: str) -> int | None:
         try:
-            return int((self.run_dir / f"airflow-{name}.pid").read_text().strip())
+            return int((self.run_dir / f"{name}.pid").read_text().strip())
         except (OSError, ValueError):
             return None
 
 
-def ensure_port_free(port: int) -> None:
+def ensure_port_free(port: int, setting: str = "KMS_AIRFLOW_PORT") -> None:
     """Raise ConfigError when something already listens on 127.0.0.1:`port`."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         try:
@@ -205,24 +248,29 @@ def ensure_port_free(port: int) -> None:
         except OSError as exc:
             raise ConfigError(
                 f"port {port} on 127.0.0.1 is in use ({exc.strerror}); "
-                "stop what uses it or set KMS_AIRFLOW_PORT to a free port"
+                f"stop what uses it or set {setting} to a free port"
             ) from exc
 
 
 def _installation_secrets(home: Path) -> dict[str, str]:
     """Keys generated once per installation and kept in a file only its owner can read."""
     path = home / "secrets.json"
-    if path.is_file():
-        return json.loads(path.read_text())
-    home.mkdir(parents=True, exist_ok=True)
-    keys = {
-        "fernet_key": Fernet.generate_key().decode(),
-        "jwt_secret": secrets.token_urlsafe(48),
-        "api_secret_key": secrets.token_urlsafe(48),
+    keys = json.loads(path.read_text()) if path.is_file() else {}
+    wanted = {
+        "fernet_key": lambda: Fernet.generate_key().decode(),
+        "jwt_secret": lambda: secrets.token_urlsafe(48),
+        "api_secret_key": lambda: secrets.token_urlsafe(48),
+        "sftp_password": lambda: secrets.token_urlsafe(24),
     }
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as out:
-        json.dump(keys, out)
+    missing = {name: make() for name, make in wanted.items() if name not in keys}
+    if missing:
+        keys.update(missing)
+        home.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(".tmp")
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            json.dump(keys, out)
+        partial.replace(path)
     return keys
 
 

@@ -141,11 +141,11 @@ def _down(_args: argparse.Namespace) -> None:
 
 
 def _status(_args: argparse.Namespace) -> None:
-    from campaign_lib.airflow_runtime import COMPONENTS, AirflowServices
+    from campaign_lib.airflow_runtime import AirflowServices
 
     services = AirflowServices(load_settings())
     running = services.running()
-    for name in COMPONENTS:
+    for name in services.commands():
         print(f"{name:14} {'running, pid ' + str(running[name]) if name in running else 'stopped'}")
     if "api-server" in running:
         print(f"Airflow UI: {services.endpoint().url}")
@@ -191,6 +191,24 @@ def _identity_evaluate(args: argparse.Namespace) -> None:
         print(evaluate_command(engine, ground_truth))
     finally:
         engine.dispose()
+
+
+def _sftp_serve(_args: argparse.Namespace) -> None:
+    from campaign_lib.airflow_runtime import LOCAL_SFTP_USER, local_sftp_password
+    from campaign_lib.local_servers.sftp import persistent_host_key, serve_forever
+
+    settings = load_settings()
+    print(
+        f"serving {settings.sftp_root} on sftp://{LOCAL_SFTP_USER}@127.0.0.1:{settings.sftp_port}/",
+        flush=True,
+    )
+    serve_forever(
+        settings.sftp_root,
+        port=settings.sftp_port,
+        username=LOCAL_SFTP_USER,
+        password=local_sftp_password(settings.home),
+        host_key=persistent_host_key(settings.home / "sftp_host_key"),
+    )
 
 
 def _api_serve(args: argparse.Namespace) -> None:
@@ -257,7 +275,7 @@ def _demo(args: argparse.Namespace) -> None:
     _upgrade_schema(url)
     engine = make_engine(url)
     try:
-        demo.run(engine, url, settings.home, args.guests)
+        demo.run(engine, url, settings, args.guests)
     finally:
         engine.dispose()
 
@@ -298,6 +316,13 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = identity.add_parser("evaluate", help="precision and recall against a ground truth")
     evaluate.add_argument("--ground-truth", help="ground_truth.csv.gz (default: the demo's)")
     evaluate.set_defaults(func=_identity_evaluate)
+
+    sftp = commands.add_parser("sftp", help="the local SFTP drop server").add_subparsers(
+        dest="sftp_command", required=True, parser_class=_Parser
+    )
+    sftp.add_parser("serve", help="serve $KMS_HOME/sftp in the foreground (kms up runs it)").set_defaults(
+        func=_sftp_serve
+    )
 
     api = commands.add_parser("api", help="the real-time ingest API").add_subparsers(
         dest="api_command", required=True, parser_class=_Parser

@@ -28,10 +28,16 @@ class Settings:
     airflow_database_url: URL | None
     pgdata: Path
     airflow_port: int
+    sftp_port: int
 
     @property
     def airflow_home(self) -> Path:
         return self.home / "airflow"
+
+    @property
+    def sftp_root(self) -> Path:
+        """The drop folders served by the local SFTP server (`kms up`, `make demo`)."""
+        return self.home / "sftp"
 
     @property
     def uses_embedded_database(self) -> bool:
@@ -48,6 +54,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         airflow_database_url=_database_url(env.get("KMS_AIRFLOW_DATABASE_URL"), "KMS_AIRFLOW_DATABASE_URL"),
         pgdata=Path(env.get("KMS_PGDATA") or home / "pgdata").resolve(),
         airflow_port=_port(env.get("KMS_AIRFLOW_PORT", "8080"), "KMS_AIRFLOW_PORT"),
+        sftp_port=_port(env.get("KMS_SFTP_PORT", "2222"), "KMS_SFTP_PORT"),
     )
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from sqlalchemy.engine import URL, Engine
 
+from campaign_lib.config import Settings
 from campaign_lib.generator import GenerateSummary, generate
 from campaign_lib.identity import resolve
 from campaign_lib.identity.cli import evaluate_command
@@ -71,15 +72,15 @@ def ingest_all(
         return [outcome for outcomes in per_feed for outcome in outcomes]
 
 
-def run(engine: Engine, url: URL, home: Path, guests: int) -> None:
+def run(engine: Engine, url: URL, settings: Settings, guests: int) -> None:
     """The whole demo; prints what it did."""
     started = time.perf_counter()
-    generated, summary = generate_data(home, guests)
+    generated, summary = generate_data(settings.home, guests)
     rows, seconds = summary.total_rows, summary.elapsed_seconds
     print(f"generated {summary.guests:,} guests ({rows:,} rows) in {seconds:.1f} s")
 
     feeds = load_feeds()
-    sftp_root = home / "demo" / "sftp"
+    sftp_root = settings.sftp_root
     dropped = drop_files(generated, sftp_root, feeds)
     password = secrets.token_urlsafe(16)
     with LocalSftpServer(sftp_root, username=SFTP_USER, password=password) as server:

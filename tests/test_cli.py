@@ -13,7 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from campaign_lib.airflow_runtime import LOCAL_SFTP_USER
 from campaign_lib.db.migrate import head_revision
+from campaign_lib.local_servers.sftp import known_hosts_line, persistent_host_key
+from connectors.sftp import SftpSettings, SftpSource
 
 KMS = str(Path(sys.executable).parent / "kms")
 
@@ -174,8 +177,8 @@ def _token(base: str, user: str, password: str) -> str:
 
 def test_up_serves_the_airflow_ui_with_the_project_dags(tmp_path: Path) -> None:
     """`kms up` on the tests' own databases: the UI answers, lists kms DAGs; `kms down` stops it."""
-    port = free_port()
-    env = dict(os.environ, KMS_HOME=str(tmp_path), KMS_AIRFLOW_PORT=str(port))
+    port, sftp_port = free_port(), free_port()
+    env = dict(os.environ, KMS_HOME=str(tmp_path), KMS_AIRFLOW_PORT=str(port), KMS_SFTP_PORT=str(sftp_port))
     try:
         up = kms("up", env=env, timeout=420)
         assert up.returncode == 0, up.stderr
@@ -194,8 +197,21 @@ def test_up_serves_the_airflow_ui_with_the_project_dags(tmp_path: Path) -> None:
         with urllib.request.urlopen(base + "/kms/api/v1/health", timeout=10) as health:
             assert health.status == 200
         assert "api-server     running" in kms("status", env=env).stdout
+        assert "sftp-server    running" in kms("status", env=env).stdout
+        # The local drop server answers with the host key the kms_sftp connection names.
+        secrets_file = json.loads((tmp_path / "secrets.json").read_text())
+        drop_server = SftpSettings(
+            host="127.0.0.1",
+            port=sftp_port,
+            username=LOCAL_SFTP_USER,
+            password=secrets_file["sftp_password"],
+            known_hosts=known_hosts_line(persistent_host_key(tmp_path / "sftp_host_key"), sftp_port),
+        )
+        with SftpSource(drop_server) as source:
+            assert source.list_complete(".", "*", "part_rename") == []
     finally:
         down = kms("down", env=env, timeout=120)
     assert down.returncode == 0, down.stderr
     assert "api-server" in down.stdout
+    assert "sftp-server" in down.stdout
     assert "Airflow was not running" in kms("down", env=env).stdout

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
+import signal
 import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -36,6 +38,35 @@ SERVER_MAX_PACKET = 256 * 1024
 def default_host_key() -> asyncssh.SSHKey:
     """The host key every LocalSftpServer of this process presents unless told otherwise."""
     return asyncssh.generate_private_key("ssh-ed25519")
+
+
+def persistent_host_key(path: Path) -> asyncssh.SSHKey:
+    """The host key kept in `path` (created, mode 0600, on first use), so that a server that
+    restarts keeps the key its clients' known_hosts entries name."""
+    if path.is_file():
+        return asyncssh.read_private_key(str(path))
+    key = generate_key()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(key.export_private_key("openssh"))
+    return key
+
+
+def known_hosts_line(key: asyncssh.SSHKey, port: int) -> str:
+    """An OpenSSH known_hosts line naming `key` for 127.0.0.1:`port`."""
+    algorithm, blob = key.export_public_key("openssh").decode().split()[:2]
+    return f"[127.0.0.1]:{port} {algorithm} {blob}"
+
+
+def serve_forever(root: Path, *, port: int, username: str, password: str, host_key: asyncssh.SSHKey) -> None:
+    """Serve `root` on 127.0.0.1:`port` until SIGTERM or SIGINT (the `kms up` drop server)."""
+    stopped = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stopped.set())
+    root.mkdir(parents=True, exist_ok=True)
+    with LocalSftpServer(root, username=username, password=password, host_key=host_key, port=port):
+        stopped.wait()
 
 
 def generate_key(algorithm: str = "ssh-ed25519") -> asyncssh.SSHKey:
@@ -131,8 +162,7 @@ class LocalSftpServer:
 
     def known_hosts_line(self, key: asyncssh.SSHKey | None = None) -> str:
         """An OpenSSH known_hosts line for this server (its host key, or `key` to fake another)."""
-        public = (key or self.host_key).export_public_key("openssh").decode().split()
-        return f"[127.0.0.1]:{self.port} {public[0]} {public[1]}"
+        return known_hosts_line(key or self.host_key, self.port)
 
     def drop_connection_after(self, nbytes: int) -> None:
         """Abort the connection that is being served once `nbytes` more file bytes were read (one shot)."""
