@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import secrets
 import time
@@ -90,7 +91,11 @@ def raw_copy(url, generated: Path, feeds: dict[str, FeedSpec]) -> tuple[int, flo
 
 
 def _pg_encoding(spec: FeedSpec) -> str:
-    return "LATIN1" if spec.format.encoding.lower() in ("iso-8859-1", "latin-1", "latin1") else "UTF8"
+    return (
+        "LATIN1"
+        if spec.format.encoding.lower() in ("iso-8859-1", "iso8859-1", "latin-1", "latin1")
+        else "UTF8"
+    )
 
 
 def main() -> None:
@@ -98,7 +103,15 @@ def main() -> None:
     parser.add_argument("--guests", type=int, default=1_000_000)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--keep", action="store_true", help="keep the benchmark database")
+    parser.add_argument(
+        "--gate",
+        choices=("great_expectations", "sql"),
+        default="sql",
+        help="how the quality gate runs the suite (KMS_QUALITY_GATE; both give the same verdicts)",
+    )
     args = parser.parse_args()
+    os.environ["KMS_QUALITY_GATE"] = args.gate
+    print(f"quality gate: {args.gate}")
 
     settings = load_settings()
     server = open_databases(settings).kms

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import URL, Engine
 
-from campaign_lib.errors import FileRejected
+from campaign_lib.errors import ConfigError, FileRejected
 from campaign_lib.ingest.load import load_rows
 from campaign_lib.ingest.record import RejectedRow, SourceRecord
 
@@ -212,3 +212,76 @@ def test_two_copies_of_the_task_load_the_file_once(clean_db: Engine, kms_url: UR
     assert sorted(result.duplicate for result in results) == [False, True]
     assert scalar(clean_db, "select count(*) from ingest.record") == 199
     assert scalar(clean_db, "select rows_loaded from ingest.file") == 199
+
+
+def test_the_one_pass_gate_agrees_with_great_expectations(clean_db: Engine, kms_url: URL) -> None:
+    """The loader's gate computes GX's suite in one SQL pass; GX itself must reach the same verdict."""
+    from campaign_lib.ingest.load import _Counts, _stage
+    from campaign_lib.ingest.quality import check_staged_file, check_staged_file_gx
+
+    today = dt.date(2026, 11, 22)
+    rows = [
+        receipt(1),
+        receipt(1, amount=5),
+        receipt(
+            2, email="a@b.de", phone_e164="+4917012345678", country_code="DE", birth_date=dt.date(1980, 1, 2)
+        ),
+        receipt(3, email="not-an-email", phone_e164="0170 123", country_code="de", currency="eur"),
+        receipt(4, amount=100_000_001, quantity=0, birth_date=dt.date(2027, 1, 1)),
+        receipt(5, occurred_at=dt.datetime(1999, 12, 31, 23, 0, tzinfo=dt.UTC), quantity=100_000),
+        receipt(6, amount=None, currency=None, occurred_at=dt.datetime(2029, 2, 1, tzinfo=dt.UTC)),
+    ]
+    with clean_db.begin() as conn:
+        file_id = conn.execute(
+            text(
+                "insert into ingest.file (feed, channel, name, size_bytes, content_sha256) "
+                "values ('restaurant_pos', 'sftp', 'x.csv', 1, :sha) returning ingest_file_id"
+            ),
+            {"sha": "c" * 64},
+        ).scalar_one()
+    for staged in (rows, [receipt(7), receipt(8)]):
+        with clean_db.begin() as conn:
+            conn.execute(text("delete from ingest.stage_record"))
+        _stage(clean_db, staged, file_id, "restaurant_pos", _Counts())
+        fast = check_staged_file(clean_db, file_id, 40, today)
+        reference = check_staged_file_gx(kms_url, file_id, 40, today)
+        assert (fast.passed, fast.failures) == (reference.passed, reference.failures)
+        pick = ("expectation", "success", "critical", "unexpected_count", "element_count")
+        assert [{k: e[k] for k in pick} for e in fast.report["expectations"]] == [
+            {k: e[k] for k in pick} for e in reference.report["expectations"]
+        ]
+    assert not fast.report["expectations"][2]["success"]  # 2 rows against 40 before: reported only
+    with clean_db.begin() as conn:
+        conn.execute(text("delete from ingest.stage_record"))
+
+
+def test_the_compiled_copy_line_matches_the_generic_serialisation() -> None:
+    from campaign_lib.ingest.load import _copy_value, _record_line
+    from campaign_lib.ingest.record import RECORD_COLUMNS
+
+    tricky = "Tab\tand\nnewline\r \\ backslash ü"
+    rows = [
+        receipt(1),
+        receipt(2, attributes={}, outlet=tricky, first_name=HOSTILE, birth_date=dt.date(1980, 2, 3)),
+        receipt(3, attributes={"note": tricky, "n": 1.5, "list": [1, None]}, quantity=2),
+        receipt(4, amount="12", line_number="5"),  # a wrong type still serialises as before
+    ]
+    for row in rows:
+        assert _record_line(row) == "\t".join(_copy_value(getattr(row, name)) for name in RECORD_COLUMNS)
+
+
+@pytest.mark.parametrize("gate", ["great_expectations", "sql"])
+def test_both_ways_of_running_the_gate_load_and_refuse_alike(
+    clean_db: Engine, kms_url: URL, monkeypatch: pytest.MonkeyPatch, gate: str
+) -> None:
+    monkeypatch.setenv("KMS_QUALITY_GATE", gate)
+    good = load(clean_db, kms_url, [receipt(1), receipt(2)])
+    bad = load(clean_db, kms_url, [receipt(3), receipt(3)], sha="b")
+    assert (good.status, bad.status) == ("merged", "quarantined")
+    assert "expect_column_values_to_be_unique(source_key): 2" in bad.error
+
+
+def test_an_unknown_gate_setting_is_a_clear_error(clean_db: Engine, kms_url: URL, monkeypatch) -> None:
+    monkeypatch.setenv("KMS_QUALITY_GATE", "yolo")
+    with pytest.raises(ConfigError, match="KMS_QUALITY_GATE must be one of great_expectations, sql"):
+        load(clean_db, kms_url, [receipt(1)])

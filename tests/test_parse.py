@@ -7,6 +7,7 @@ import datetime as dt
 import io
 import json
 import random
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -673,3 +674,73 @@ def test_fast_field_splitting_agrees_with_the_csv_module(quoting):
         line = buffer.getvalue()[:-1]
         if line:
             assert split(line) == row, line
+
+
+def _full_phone_path(text: str, region: str, others: tuple[str, ...]) -> str | None:
+    """clean_phone without its fast path (the reference the fast path must agree with)."""
+    import phonenumbers
+
+    if not re.fullmatch(r"\+?[0-9 ()./-]+", text):
+        return None
+    try:
+        number = phonenumbers.parse(text, region)
+    except phonenumbers.NumberParseException:
+        return None
+    if not phonenumbers.is_valid_number(number):
+        if not text.startswith(("+", "00")):
+            for other in others:
+                try:
+                    candidate = phonenumbers.parse(text, other)
+                except phonenumbers.NumberParseException:
+                    continue
+                if phonenumbers.is_valid_number(candidate):
+                    return phonenumbers.format_number(candidate, phonenumbers.PhoneNumberFormat.E164)
+        if phonenumbers.is_possible_number_with_reason(number) != phonenumbers.ValidationResult.IS_POSSIBLE:
+            return None
+    e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    return e164 if re.fullmatch(r"\+[1-9][0-9]{6,14}", e164) else None
+
+
+def test_the_phone_fast_path_agrees_with_phonenumbers_on_the_generators_formats() -> None:
+    from campaign_lib.generator.people import new_phone, render_phone
+    from campaign_lib.generator.reference import MOBILE_PREFIXES
+    from campaign_lib.ingest.standardise import _fast_e164
+
+    rng = random.Random(11)
+    others = ("AT", "CH", "NL", "GB", "DK", "PL")
+    settled = Counter()
+    extra = [
+        "+49 (0)170 1234567", "+49 0170 1234567", "0170-1234567", "030 1234567", "+49 30 12345678",
+        "00 49 170 1234567", "0049170123456789012", "+4917", "0", "00", "+", "0170 12345", "+41 79 123 45 67",
+        "079 123 45 67", "0800 1234567", "0900 1234567", "+43 664 1234567", "20 12 34 56", "+45 20123456",
+        "512 345 678", "+48 512 345 678", "0 512 345 678", "06-12345678", "+31 6 12345678", "1701234567",
+    ]  # fmt: skip
+    cases = [(text, "DE") for text in extra] + [(text, region) for text in extra for region in others]
+    for _ in range(3000):  # random digits in the fast path's alphabet, read in every region
+        start = rng.choice(["+", "00", "0", "", "+49", "0049", "+41", "+43", "+45", "+48", "+31", "+44"])
+        body = "".join(rng.choice("0123456789" * 6 + " /-") for _ in range(rng.randint(1, 14)))
+        cases.append((start + body, rng.choice(("DE", *others))))
+    for index in range(4000):
+        country = list(MOBILE_PREFIXES)[index % len(MOBILE_PREFIXES)]
+        text = render_phone(new_phone(rng, country, index), rng.random)
+        cases += [(text, "DE"), (text, country)]
+    for text, region in cases:
+        fast = _fast_e164(text.strip(), region, others)
+        if fast is not None:
+            settled[region] += 1
+            assert fast == _full_phone_path(text.strip(), region, others), (text, region)
+        assert clean_phone_or_issue(text, region, others) == _full_phone_path(text.strip(), region, others), (
+            text,
+            region,
+        )
+    # The fast path settles most numbers of the feed's region, and those of the other regions read there.
+    assert settled["DE"] > 1000 and all(settled[region] > 300 for region in ("AT", "CH", "DK", "PL"))
+
+
+def clean_phone_or_issue(text: str, region: str, others: tuple[str, ...]) -> str | None:
+    from campaign_lib.ingest.standardise import FieldIssue, clean_phone
+
+    try:
+        return clean_phone(text, region, others)
+    except FieldIssue:
+        return None

@@ -8,7 +8,8 @@ The path of one file, each step idempotent:
    `ingest.stage_record`, rejected rows into `ingest.stage_rejected` (committed, so a
    quality gate in another connection can read them).
 3. **gate** — file-level checks (the parser's, and the shrink check of snapshots), then
-   Great Expectations on the staged rows (campaign_lib.ingest.quality).
+   the Great Expectations suite on the staged rows, computed in one SQL pass
+   (campaign_lib.ingest.quality).
 4. **merge** — one transaction upserts the records into `ingest.record`, moves rejected
    rows to the quarantine, closes the ledger row and empties staging. A crash before it
    leaves the ledger open, and the next attempt starts over; after it, the file is done.
@@ -26,24 +27,24 @@ import io
 import json
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
-from operator import attrgetter
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import psycopg2
 from sqlalchemy.engine import URL, Engine
 
 from campaign_lib.errors import FileRejected
-from campaign_lib.ingest.quality import check_staged_file
+from campaign_lib.ingest.quality import check_file
 from campaign_lib.ingest.record import RECORD_COLUMNS, RejectedRow, SourceRecord
 from campaign_lib.sqlfiles import queries
 
 COPY_BATCH_ROWS = 5_000
-_record_values = attrgetter(*RECORD_COLUMNS)
 _COPY_RECORDS = f"copy ingest.stage_record ({', '.join(RECORD_COLUMNS)}, feed, ingest_file_id) from stdin"
 _COPY_REJECTED = (
     "copy ingest.stage_rejected (ingest_file_id, line_number, reasons, raw_line, record) from stdin"
 )
+# One encoder for all (json.dumps with options builds a new one per call: 3-5 µs more).
+_json_text = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 _ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 
 
@@ -78,10 +79,51 @@ def _copy_value(value) -> str:
     if isinstance(value, str):
         return value.translate(_ESCAPES)
     if isinstance(value, dict):
-        return json.dumps(value, ensure_ascii=False, separators=(",", ":")).translate(_ESCAPES)
+        return _json_text(value).translate(_ESCAPES)
     if isinstance(value, dt.date):
         return value.isoformat()
     return str(value)
+
+
+def _line_function():
+    """Compile record -> COPY text line (without the feed and file columns), one expression
+    per column specialised to its declared type, with `_copy_value` for anything else.
+
+    Calling `_copy_value` per field cost 17-30 µs per record, more than parsing it.
+    """
+    # str.translate with this table takes the slow path (~0.6 µs); most values need no escape.
+    text = 'v if "\\\\" not in v and "\\t" not in v and "\\n" not in v and "\\r" not in v else v.translate(E)'
+    simple = {
+        "str": text,
+        "int": "str(v)",
+        "dt.date": "v.isoformat()",
+        "dt.datetime": "v.isoformat()",
+    }
+    types = {"str": str, "int": int, "dt.date": dt.date, "dt.datetime": dt.datetime, "dict": dict}
+    names: dict = {"E": _ESCAPES, "C": _copy_value, "J": _json_text, "N": "\\N", "TAB": "\t"}
+    items = []
+    for column in fields(SourceRecord):  # the order of RECORD_COLUMNS
+        kind = str(column.type).removesuffix(" | None")
+        if kind not in types:
+            raise TypeError(f"SourceRecord.{column.name}: no COPY text for {column.type}")
+        names[f"T_{column.name}"] = types[kind]
+        if kind == "dict":
+            # JSON text escapes control characters itself; only its backslashes need doubling.
+            json_text = 'j if "\\\\" not in (j := J(v)) else j.translate(E)'
+            value = f'("{{}}" if not v else {json_text}) if type(v) is T_{column.name} else C(v)'
+        else:
+            value = f"({simple[kind]}) if type(v) is T_{column.name} else C(v)"
+        items.append(f"N if (v := record.{column.name}) is None else {value}")
+    source = (
+        "def line(record):\n    return TAB.join((\n"
+        + "".join(f"        {item},\n" for item in items)
+        + "    ))\n"
+    )
+    exec(compile(source, "<copy line>", "exec"), names)
+    return names["line"]
+
+
+_record_line = _line_function()
 
 
 def _array_literal(items: Iterable[str]) -> str:
@@ -163,7 +205,7 @@ def _stage(
                 )
                 continue
             counts.loaded += 1
-            yield "\t".join(map(_copy_value, _record_values(row))) + suffix
+            yield _record_line(row) + suffix
 
     records = _CopyStream(record_lines())
     raw = engine.raw_connection()
@@ -265,7 +307,7 @@ def _load_locked(
             )
         if counts.loaded == 0:
             raise FileRejected(f"no loadable rows: all {counts.received:,} rows were rejected")
-        gate = check_staged_file(url, file_id, previous_rows, today or dt.date.today())
+        gate = check_file(engine, url, file_id, previous_rows, today or dt.date.today())
         clock.lap("gate")
         if not gate.passed:
             raise FileRejected(gate.reason())
