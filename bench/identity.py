@@ -1,6 +1,11 @@
 """Benchmark of identity resolution: N source records resolved into the single customer view.
 
     python bench/identity.py [--records 1000000] [--seed 42] [--data DIR] [--workers 2]
+    python bench/identity.py --rerun [--ground-truth PATH]
+
+`--rerun` iterates on resolution only, in the `kms` database as `kms demo` left it: it forgets
+every resolution result (`reset_resolution`), resolves all records again and evaluates
+against the demo's ground truth (.kms/demo/generated/ground_truth/ground_truth.csv.gz).
 
 Generates resort data (about 11.5 records per guest, so guests = records / 11.5) or reuses
 `--data`, maps the files into ingest.record with a small direct mapping (campaign_lib.ingest
@@ -37,7 +42,7 @@ from campaign_lib.config import load_settings
 from campaign_lib.db import admin_connection, make_engine, open_databases
 from campaign_lib.db.migrate import upgrade
 from campaign_lib.generator import generate
-from campaign_lib.identity import evaluate, resolve
+from campaign_lib.identity import evaluate, reset_resolution, resolve
 
 COLUMNS = [
     "source_system",
@@ -380,6 +385,20 @@ def copy_rows(raw, table: str, buffer: io.StringIO) -> float:
     return time.perf_counter() - started
 
 
+def rerun(ground_truth: Path) -> None:
+    """Reset, resolve and evaluate the `kms` database (loaded by `kms demo`)."""
+    engine = make_engine(open_databases(load_settings()).kms)
+    try:
+        started = time.perf_counter()
+        reset_resolution(engine)
+        print(f"reset in {time.perf_counter() - started:.1f} s")
+        summary = resolve(engine)
+        print(f"resolve: {json.dumps(summary.as_dict())}")
+        print(f"evaluate: {json.dumps(evaluate(engine, ground_truth).as_dict())}")
+    finally:
+        engine.dispose()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -388,7 +407,17 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--data", type=Path, help="reuse generated data instead of generating")
+    parser.add_argument("--rerun", action="store_true", help="reset, resolve and evaluate the kms database")
+    parser.add_argument(
+        "--ground-truth",
+        type=Path,
+        default=Path(".kms/demo/generated/ground_truth/ground_truth.csv.gz"),
+        help="ground truth for --rerun",
+    )
     args = parser.parse_args()
+    if args.rerun:
+        rerun(args.ground_truth)
+        return
 
     settings = load_settings()
     server = open_databases(settings)
@@ -473,7 +502,8 @@ def main() -> None:
         print(
             f"evaluation: precision {evaluation.precision:.4f}, recall {evaluation.recall:.4f}, "
             f"F1 {evaluation.f1:.4f} over {evaluation.records_evaluated:,} records "
-            f"({evaluation.records_unidentifiable:,} unidentifiable excluded, "
+            f"({evaluation.records_unidentifiable:,} unidentifiable and "
+            f"{evaluation.records_anonymous_cookie:,} anonymous-cookie records excluded, "
             f"{evaluation.records_missing:,} not loaded)"
         )
     finally:

@@ -39,6 +39,7 @@ where resolved_at is null;
 -- Existing contacts the batch touches: the contact a changed record had, every contact
 -- owning an identifier a batch record carries, and contacts with the batch's birth date
 -- and postcode (fuzzy candidates). Index lookups only: core.identifier (kind, value).
+-- Contacts of the name rules follow in scope_name_candidates.
 insert into id_scope_contact (contact_id)
 select r.contact_id
 from id_scope_record as s
@@ -72,6 +73,50 @@ from (
 join core.contact as c on c.birth_date = b.birth_date
 join core.location as l on l.location_id = c.location_id and l.postal_code = b.postal_code
 where c.status <> 'merged'
+on conflict do nothing;
+
+-- name: scope_batch_names
+-- The distinct names of the batch, analysed so that scope_name_candidates hash-joins
+-- core.contact once instead of looping over it per batch record.
+create temp table id_batch_name as
+select distinct
+    lower(r.first_name) as first_name,
+    lower(r.last_name) as last_name,
+    r.birth_date,
+    upper(replace(r.postal_code, ' ', '')) as postal_code,
+    coalesce(r.email, r.phone_e164, r.loyalty_card, r.booking_ref, r.crm_contact_id,
+             r.source_customer_id, r.cookie_id) is null as name_only
+from id_scope_record as s
+join ingest.record as r using (record_id)
+where s.is_new and r.first_name is not null and r.last_name is not null;
+analyze id_batch_name;
+
+-- name: scope_name_candidates
+-- Contacts a name rule could join to the batch: the contact's surviving name is a batch
+-- record's name (either order, compared lower-cased; a transliterated spelling is found by
+-- a full rebuild only) and it has the same birth date (name and birth date), the same
+-- postcode (name and postcode), or the batch record carries only a name (in house, unique
+-- name), or the contact is known by nothing but a name and order references (a name-only
+-- ticket that a later stay or customer record can claim).
+insert into id_scope_contact (contact_id)
+select distinct m.contact_id
+from id_batch_name as n
+join (
+    select contact_id, lower(first_name) as first_name, lower(last_name) as last_name, birth_date, location_id
+    from core.contact
+    where status <> 'merged' and first_name is not null and last_name is not null
+    union all
+    select contact_id, lower(last_name), lower(first_name), birth_date, location_id
+    from core.contact
+    where status <> 'merged' and first_name is not null and last_name is not null
+) as m on m.first_name = n.first_name and m.last_name = n.last_name
+left join core.location as l on l.location_id = m.location_id
+where n.name_only
+   or m.birth_date = n.birth_date
+   or upper(replace(l.postal_code, ' ', '')) = n.postal_code
+   or not exists (
+       select 1 from core.identifier as i where i.contact_id = m.contact_id and i.kind <> 'order_ref'
+   )
 on conflict do nothing;
 
 -- name: scope_households
@@ -135,6 +180,8 @@ from id_scope_record;
 -- COPY out of the records in scope, the columns linking needs and nothing else. main_guest:
 -- ingestion flags the PMS main guest in attributes.guest_role; without the flag, the PMS
 -- row that carries the reservation's amount is the main guest's (companions show 0,00).
+-- occurred_on, ended_on: the days (resort local time) the record happened and ended, for
+-- the in-house rule (a name-only ticket and the hotel guest staying that day).
 copy (
     select
         r.record_id,
@@ -160,6 +207,8 @@ copy (
             or coalesce(r.amount_cents, 0) > 0
         ) as main_guest,
         coalesce(r.account_type = 'company', false) as company_account,
+        (r.occurred_at at time zone 'Europe/Berlin')::date as occurred_on,
+        (r.ended_at at time zone 'Europe/Berlin')::date as ended_on,
         s.changed_at,
         s.is_new
     from id_scope_record as s
@@ -763,17 +812,46 @@ with marked as (
 select count(*) filter (where newly_resolved) from marked;
 
 -- name: evaluation_records
--- COPY out of every record with its contact and whether it carries anything that
--- identifies a person (an identifier other than the order reference, or a name): records
--- without are excluded from evaluation, nobody can link them.
+-- COPY out of every record with its contact, whether it carries anything that identifies
+-- a person (an identifier other than the order reference, or a name), and whether its only
+-- such value is a cookie id that no record carrying anything else ever carries (page views
+-- under a cookie that never logged in or signed up). Records of either kind are excluded
+-- from evaluation: nobody can link them.
 copy (
+    with known_cookie as (
+        select distinct cookie_id
+        from ingest.record
+        where cookie_id is not null
+          and coalesce(email, phone_e164, loyalty_card, booking_ref, crm_contact_id, source_customer_id,
+                       first_name, last_name) is not null
+    )
+
     select
-        source_system,
-        source_key,
-        contact_id,
+        r.source_system,
+        r.source_key,
+        r.contact_id,
         (
-            coalesce(email, phone_e164, loyalty_card, booking_ref, crm_contact_id, source_customer_id,
-                     cookie_id, first_name, last_name) is not null
-        ) as identifiable
-    from ingest.record
+            coalesce(r.email, r.phone_e164, r.loyalty_card, r.booking_ref, r.crm_contact_id,
+                     r.source_customer_id, r.cookie_id, r.first_name, r.last_name) is not null
+        ) as identifiable,
+        (
+            r.cookie_id is not null
+            and coalesce(r.email, r.phone_e164, r.loyalty_card, r.booking_ref, r.crm_contact_id,
+                         r.source_customer_id, r.first_name, r.last_name) is null
+            and not exists (select 1 from known_cookie as k where k.cookie_id = r.cookie_id)
+        ) as anonymous_cookie
+    from ingest.record as r
 ) to stdout with (format csv);
+
+-- name: reset_resolution
+-- Forgets every resolution result so the next run resolves all records from scratch: the
+-- records lose their contact and resolved mark, and the core people tables are emptied
+-- (contacts and accounts deleted rather than truncated, as ingest.record references them).
+-- For development and benchmarks; campaigns, selections and reports are not touched.
+update ingest.record set contact_id = null, resolved_at = null
+where contact_id is not null or resolved_at is not null;
+truncate core.consent, core.inquiry, core.activity, core.identifier;
+delete from core.contact;
+delete from core.location;
+delete from core.account;
+analyze core.contact, core.location, core.account, core.identifier;

@@ -29,6 +29,7 @@ def evaluate_command(engine: Engine, ground_truth: Path) -> str:
             ("records in ground truth", f"{e.records_in_ground_truth:,}"),
             ("  not loaded", f"{e.records_missing:,}"),
             ("  unidentifiable (excluded)", f"{e.records_unidentifiable:,}"),
+            ("  anonymous cookie (excluded)", f"{e.records_anonymous_cookie:,}"),
             ("  evaluated", f"{e.records_evaluated:,}"),
             ("  evaluated, without contact", f"{e.records_without_contact:,}"),
             ("true persons", f"{e.persons:,}"),

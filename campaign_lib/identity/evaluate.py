@@ -25,15 +25,25 @@ class Evaluation:
     predicted, recall = correct / true, F1 their harmonic mean (1.0 where nothing was
     predicted, resp. nothing was there to find). A record without contact forms no pair.
 
-    Excluded, and counted separately: `records_unidentifiable`, records with neither a name
-    nor any identifier except an order reference (anonymous counter tickets, cash receipts,
-    shop lines without card or e-receipt): nobody can link them, so they would only measure
-    the generator. Also not evaluated: ground-truth rows without a person (CRM accounts and
-    addresses) and rows ingestion has not loaded (`records_missing`)."""
+    Excluded, and counted separately, because nobody can link them, so they would only
+    measure the generator:
+
+    - `records_unidentifiable`: records with neither a name nor any identifier except an
+      order reference (anonymous counter tickets, cash receipts, shop lines without card or
+      e-receipt);
+    - `records_anonymous_cookie`: records whose only identifying value is a cookie id that
+      no record carrying anything else (name, email, phone, loyalty card, booking reference,
+      CRM or customer id) ever carries: page views under a cookie that never logged in or
+      signed up. Their cookie links them to each other, never to a person.
+
+    Also not evaluated: ground-truth rows without a person (CRM accounts and addresses) and
+    rows ingestion has not loaded (`records_missing`). Before `records_anonymous_cookie`
+    existed, those page views were evaluated (and counted in the true pairs)."""
 
     records_in_ground_truth: int
     records_missing: int
     records_unidentifiable: int
+    records_anonymous_cookie: int
     records_evaluated: int
     records_without_contact: int
     persons: int
@@ -79,14 +89,17 @@ def evaluate(engine: Engine, ground_truth_path: Path) -> Evaluation:
     persons: Counter[str] = Counter()
     contacts: Counter[str] = Counter()
     cells: Counter[tuple[str, str]] = Counter()
-    found = unidentifiable = without_contact = 0
-    for source_system, source_key, contact_id, identifiable in csv.reader(buffer):
+    found = unidentifiable = anonymous_cookie = without_contact = 0
+    for source_system, source_key, contact_id, identifiable, cookie_only in csv.reader(buffer):
         person = truth.get((source_system, source_key))
         if person is None:
             continue
         found += 1
         if identifiable != "t":
             unidentifiable += 1
+            continue
+        if cookie_only == "t":
+            anonymous_cookie += 1
             continue
         persons[person] += 1
         if contact_id:
@@ -103,7 +116,8 @@ def evaluate(engine: Engine, ground_truth_path: Path) -> Evaluation:
         records_in_ground_truth=len(truth),
         records_missing=len(truth) - found,
         records_unidentifiable=unidentifiable,
-        records_evaluated=found - unidentifiable,
+        records_anonymous_cookie=anonymous_cookie,
+        records_evaluated=found - unidentifiable - anonymous_cookie,
         records_without_contact=without_contact,
         persons=len(persons),
         contacts=len(contacts),

@@ -5,8 +5,8 @@ One run holds an advisory lock; its steps (sql/identity.sql, in order):
 1. Scope: the unresolved records, the existing contacts they touch (previous contact, owners
    of their identifiers, fuzzy candidates with the same birth date and postcode), widened to
    those contacts' whole accounts and to records sharing a CRM account id, and every record
-   of all these contacts. Nothing else is read: a batch costs in proportion to the people it
-   touches, not to the base.
+   of all these contacts; contacts a name rule could join (scope_name_candidates). Nothing
+   else is read: a batch costs in proportion to the people it touches, not to the base.
 2. Linking in memory (`campaign_lib.identity.linking`): one COPY out of compact columns,
    union-find over record indexes, persons and households as components.
 3. Ids: each person claims one of the existing contacts among its records (an active one
@@ -100,6 +100,24 @@ def resolve(engine: Engine, *, settings: IdentitySettings | None = None) -> Reso
             conn.commit()
 
 
+def reset_resolution(engine: Engine) -> None:
+    """Forget every resolution result (contacts, accounts, identifiers, activities, consents,
+    inquiries, and each record's contact and resolved mark) so that the next `resolve`
+    rebuilds the single customer view from all records. For development and benchmarks:
+    it takes the resolution lock and runs in one transaction."""
+    q = queries(SQL)
+    with engine.connect() as conn:
+        conn.execute(q["lock_resolution"])
+        conn.commit()
+        try:
+            conn.execute(q["reset_resolution"])
+            conn.commit()
+        finally:
+            conn.rollback()
+            conn.execute(q["unlock_resolution"])
+            conn.commit()
+
+
 def _resolve(
     engine: Engine, conn: Connection, settings: IdentitySettings, started: float
 ) -> ResolutionSummary:
@@ -108,6 +126,8 @@ def _resolve(
     if conn.execute(q["scope_unresolved"]).rowcount == 0:
         return ResolutionSummary(elapsed_seconds=round(time.perf_counter() - started, 3))
     conn.execute(q["scope_touched_contacts"])
+    conn.execute(q["scope_batch_names"])
+    conn.execute(q["scope_name_candidates"])
     conn.execute(q["scope_households"])
     conn.execute(q["scope_contact_records"])
     conn.execute(q["scope_crm_accounts"])
@@ -270,6 +290,8 @@ def _read_scope(conn: Connection) -> tuple[ScopeRecords, list[tuple[int, str, st
         cookie_id,
         main_guest,
         company_account,
+        occurred_on,
+        ended_on,
         changed_at,
         is_new,
     ) = zip(*rows, strict=True)
@@ -296,6 +318,8 @@ def _read_scope(conn: Connection) -> tuple[ScopeRecords, list[tuple[int, str, st
     records.cookie_id = optional(cookie_id)
     records.main_guest = [v == "t" for v in main_guest]
     records.company_account = [v == "t" for v in company_account]
+    records.occurred_on = optional(occurred_on)
+    records.ended_on = optional(ended_on)
     scope_rows = list(zip(records.record_id, changed_at, is_new, strict=True))
     return records, scope_rows
 
