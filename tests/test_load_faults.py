@@ -70,7 +70,12 @@ def test_a_database_restart_mid_load_fails_the_attempt_and_the_retry_loads_once(
 
     retry = load_rows(engine, url, rows=(ticket(n) for n in range(1, 2001)), **arguments)
 
-    assert (retry.status, retry.rows_received, retry.rows_loaded, retry.rows_quarantined) == ("merged", 2000, 2000, 0)
+    assert (retry.status, retry.rows_received, retry.rows_loaded, retry.rows_quarantined) == (
+        "merged",
+        2000,
+        2000,
+        0,
+    )
     with engine.connect() as conn:
         assert conn.execute(text("select count(*) from ingest.record")).scalar_one() == 2000
         assert conn.execute(text("select count(*) from ingest.file")).scalar_one() == 1
