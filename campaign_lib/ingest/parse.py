@@ -411,8 +411,6 @@ class _RowConverter:
         # A field cannot have more bytes than its line has characters times this.
         limit_chars = limit // (4 if spec.format.encoding == "utf-8" else 1)
         encoding = spec.format.encoding
-        duplicates = bool(self.superseded)
-        convert = self.convert
         with file:
             records = _records(file, spec.format.quotechar, Path(file.name))
             next(records)
@@ -449,25 +447,28 @@ class _RowConverter:
                     if not value or value.isspace():
                         reasons.append(f"missing required field {name}")
                 key = row[single_key] if single_key is not None else ":".join([row[i] for i in key_index])
-                if duplicates:
-                    self._duplicate(key, line_no, reasons)
-                issues: list[str] = []
-                record = convert(row, line_no, key, reasons, issues)
-                if reasons:
-                    yield self._reject(line_no, body, row, reasons)
-                    continue
-                if issues:
-                    stats.issues.update(issues)
-                stats.records += 1
-                yield record
+                yield self._finish(key, line_no, body, row, reasons)
+
+    def _finish(
+        self, key: str, line_no: int, body: str, row: Any, reasons: list[str]
+    ) -> SourceRecord | RejectedRow:
+        """The common end of a CSV or JSON row: duplicate check, conversion, the verdict."""
+        if self.superseded:
+            self._duplicate(key, line_no, reasons)
+        issues: list[str] = []
+        record = self.convert(row, line_no, key, reasons, issues)
+        if reasons:
+            return self._reject(line_no, body, row, reasons)
+        if issues:
+            self.stats.issues.update(issues)
+        self.stats.records += 1
+        return record
 
     def json_rows(self, file) -> Iterator[SourceRecord | RejectedRow]:
         spec, stats = self.spec, self.stats
         required = list(dict.fromkeys((*spec.natural_key, *spec.required)))
         present = spec.header
         limit = spec.format.max_field_bytes
-        duplicates = bool(self.superseded)
-        convert = self.convert
         loads = json.loads
         with file:
             for line_no, raw in enumerate(file, 1):
@@ -507,17 +508,7 @@ class _RowConverter:
                 except RowProblem as problem:
                     reasons.append(f"natural key: {problem}")
                     key = ""
-                if duplicates:
-                    self._duplicate(key, line_no, reasons)
-                issues: list[str] = []
-                record = convert(row, line_no, key, reasons, issues)
-                if reasons:
-                    yield self._reject(line_no, body, row, reasons)
-                    continue
-                if issues:
-                    stats.issues.update(issues)
-                stats.records += 1
-                yield record
+                yield self._finish(key, line_no, body, row, reasons)
 
 
 def _long_values(value: Any, limit: int, path: str = "") -> Iterator[str]:
