@@ -33,6 +33,23 @@ def rec(source_system: str, key: str, **fields) -> dict:
     return {"source_system": source_system, "source_key": key, **fields}
 
 
+def web_registration(key: str, month: int = 1, **person) -> dict:
+    """A website registration in `month` of 2026."""
+    return rec("website", key, activity_type="web_registration", occurred_at=at(2026, month), **person)
+
+
+def ticket(key: str, attraction_ticket: str, month: int, **person) -> dict:
+    """A water park or dolphinarium ticket in `month` of 2026."""
+    return rec(
+        "ticketing",
+        key,
+        record_kind="ticket",
+        activity_type=attraction_ticket,
+        occurred_at=at(2026, month),
+        **person,
+    )
+
+
 def add(engine: Engine, *records: dict) -> None:
     """Load `records` as one ingest file, unresolved, the way ingestion leaves them."""
     number = next(_files)
@@ -88,34 +105,11 @@ ANNA = {"first_name": "Anna", "last_name": "Muster"}
 # Each case: records that one deterministic rule must join into one person.
 LINK_CASES = {
     "email": [
-        rec(
-            "website",
-            "reg-1",
-            email="anna@example.org",
-            **ANNA,
-            activity_type="web_registration",
-            occurred_at=at(2026, 1),
-        ),
-        rec(
-            "ticketing",
-            "T1",
-            record_kind="ticket",
-            email="anna@example.org",
-            **ANNA,
-            activity_type="water_park_ticket",
-            occurred_at=at(2026, 2),
-        ),
+        web_registration("reg-1", email="anna@example.org", **ANNA),
+        ticket("T1", "water_park_ticket", month=2, email="anna@example.org", **ANNA),
     ],
     "phone": [
-        rec(
-            "ticketing",
-            "T1",
-            record_kind="ticket",
-            phone_e164="+491701234567",
-            **ANNA,
-            activity_type="water_park_ticket",
-            occurred_at=at(2026, 2),
-        ),
+        ticket("T1", "water_park_ticket", month=2, phone_e164="+491701234567", **ANNA),
         rec(
             "crm", "CON-1", record_kind="contact", crm_contact_id="CON-1", phone_e164="+491701234567", **ANNA
         ),
@@ -178,15 +172,7 @@ LINK_CASES = {
         rec("kms", "call-1", crm_contact_id="CON-1", activity_type="call", occurred_at=at(2026, 4)),
     ],
     "source customer id": [
-        rec(
-            "website",
-            "reg-1",
-            source_customer_id="website:W000000001",
-            email="anna@example.org",
-            **ANNA,
-            activity_type="web_registration",
-            occurred_at=at(2026, 1),
-        ),
+        web_registration("reg-1", source_customer_id="website:W000000001", email="anna@example.org", **ANNA),
         rec(
             "website",
             "rating-1",
@@ -196,24 +182,8 @@ LINK_CASES = {
         ),
     ],
     "order reference": [
-        rec(
-            "ticketing",
-            "T1",
-            record_kind="ticket",
-            order_ref="O1",
-            email="anna@example.org",
-            **ANNA,
-            activity_type="water_park_ticket",
-            occurred_at=at(2026, 2),
-        ),
-        rec(
-            "ticketing",
-            "T2",
-            record_kind="ticket",
-            order_ref="O1",
-            activity_type="water_park_ticket",
-            occurred_at=at(2026, 2),
-        ),
+        ticket("T1", "water_park_ticket", month=2, order_ref="O1", email="anna@example.org", **ANNA),
+        ticket("T2", "water_park_ticket", month=2, order_ref="O1"),
     ],
     "cookie joined at login": [
         rec(
@@ -300,15 +270,13 @@ def test_a_shared_family_mailbox_keeps_two_people_and_makes_one_household(clean_
             email="familie.ziegler@web.de",
             **SHARED,
         ),
-        rec(
-            "ticketing",
+        ticket(
             "T1",
-            record_kind="ticket",
+            "water_park_ticket",
+            month=2,
             first_name="Marie",
             last_name="Ziegler",
             email="familie.ziegler@web.de",
-            activity_type="water_park_ticket",
-            occurred_at=at(2026, 2),
         ),
         rec(
             "shop_pos",
@@ -413,47 +381,16 @@ def test_fuzzy_matching_can_be_switched_off(clean_db: Engine) -> None:
 def test_a_second_batch_re_resolves_only_the_person_it_touches(clean_db: Engine) -> None:
     add(
         clean_db,
-        rec(
-            "website",
-            "reg-a",
-            email="anna@example.org",
-            **ANNA,
-            activity_type="web_registration",
-            occurred_at=at(2026, 1),
-        ),
-        rec(
-            "ticketing",
-            "T1",
-            record_kind="ticket",
-            email="anna@example.org",
-            **ANNA,
-            activity_type="water_park_ticket",
-            occurred_at=at(2026, 2),
-        ),
-        rec(
-            "website",
-            "reg-b",
-            email="bernd@example.org",
-            first_name="Bernd",
-            last_name="Beispiel",
-            activity_type="web_registration",
-            occurred_at=at(2026, 1),
-        ),
+        web_registration("reg-a", email="anna@example.org", **ANNA),
+        ticket("T1", "water_park_ticket", month=2, email="anna@example.org", **ANNA),
+        web_registration("reg-b", email="bernd@example.org", first_name="Bernd", last_name="Beispiel"),
     )
     resolve(clean_db)
     bernd_before = scalar(clean_db, "select updated_at from core.contact where email = 'bernd@example.org'")
 
     add(
         clean_db,
-        rec(
-            "ticketing",
-            "T2",
-            record_kind="ticket",
-            email="anna@example.org",
-            **ANNA,
-            activity_type="dolphinarium_ticket",
-            occurred_at=at(2026, 3),
-        ),
+        ticket("T2", "dolphinarium_ticket", month=3, email="anna@example.org", **ANNA),
     )
     summary = resolve(clean_db)
 
@@ -469,14 +406,12 @@ def test_a_second_batch_re_resolves_only_the_person_it_touches(clean_db: Engine)
 def test_a_late_record_merges_two_contacts_and_no_activity_is_lost(clean_db: Engine) -> None:
     add(
         clean_db,
-        rec(
-            "ticketing",
+        ticket(
             "T1",
-            record_kind="ticket",
+            "water_park_ticket",
+            month=2,
             email="anna@example.org",
             **ANNA,
-            activity_type="water_park_ticket",
-            occurred_at=at(2026, 2),
             amount_cents=3900,
             currency="EUR",
         ),
@@ -544,15 +479,12 @@ def test_a_late_record_merges_two_contacts_and_no_activity_is_lost(clean_db: Eng
 def test_an_anonymous_cookie_s_page_views_move_to_the_person_on_login(clean_db: Engine) -> None:
     add(
         clean_db,
-        rec(
-            "website",
+        web_registration(
             "reg-1",
             source_customer_id="website:W000000001",
             cookie_id="aaaaaaaaaaaaaaaa",
             email="anna@example.org",
             **ANNA,
-            activity_type="web_registration",
-            occurred_at=at(2026, 1),
         ),
         rec(
             "website",
@@ -605,16 +537,14 @@ def test_an_anonymous_cookie_s_page_views_move_to_the_person_on_login(clean_db: 
 def test_survivorship_takes_the_most_trusted_then_the_most_recent_value(clean_db: Engine) -> None:
     add(
         clean_db,
-        rec(
-            "website",
+        web_registration(
             "reg-1",
+            month=5,
             email="anna@example.org",
             phone_e164="+491701111111",
             language="en",
             first_name="Anne",
             last_name="Muster",
-            activity_type="web_registration",
-            occurred_at=at(2026, 5),
         ),
         rec(
             "hotel_pms",
@@ -792,32 +722,9 @@ def test_resolving_again_with_nothing_new_changes_nothing(clean_db: Engine) -> N
 def test_evaluate_counts_pairs_and_excludes_unidentifiable_records(clean_db: Engine, tmp_path: Path) -> None:
     add(
         clean_db,
-        rec(
-            "website",
-            "reg-a",
-            email="anna@example.org",
-            **ANNA,
-            activity_type="web_registration",
-            occurred_at=at(2026, 1),
-        ),
-        rec(
-            "ticketing",
-            "T1",
-            record_kind="ticket",
-            email="anna@example.org",
-            **ANNA,
-            activity_type="water_park_ticket",
-            occurred_at=at(2026, 2),
-        ),
-        rec(
-            "ticketing",
-            "T2",
-            record_kind="ticket",
-            phone_e164="+491709999999",
-            **ANNA,
-            activity_type="water_park_ticket",
-            occurred_at=at(2026, 2),
-        ),
+        web_registration("reg-a", email="anna@example.org", **ANNA),
+        ticket("T1", "water_park_ticket", month=2, email="anna@example.org", **ANNA),
+        ticket("T2", "water_park_ticket", month=2, phone_e164="+491709999999", **ANNA),
         rec(
             "restaurant_pos",
             "R1",
