@@ -159,9 +159,7 @@ def _wait_resolved(engine, timeout: float = 600.0) -> float:
     started = time.perf_counter()
     with engine.connect() as conn:
         while time.perf_counter() - started < timeout:
-            if not conn.execute(
-                text("select exists (select from ingest.record where resolved_at is null)")
-            ).scalar():
+            if not conn.execute(text("select exists (select from ingest.record_pending)")).scalar():
                 return time.perf_counter() - started
             conn.commit()
             time.sleep(0.05)

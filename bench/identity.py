@@ -16,7 +16,8 @@ run:
 
 - baseline: COPY of the same rows into an unindexed copy of ingest.record, and one
   `select email, count(*) ... group by email` pass over them;
-- resolve() of every record (the initial build of the single customer view);
+- resolve() of every record (the initial build of the single customer view), in a process
+  of its own so that its peak RSS is resolution's alone, with its seconds per stage;
 - resolve() again with nothing new (idempotence), and an incremental batch (1 % of the
   records marked changed);
 - evaluate() against the ground truth: pairwise precision, recall, F1.
@@ -29,14 +30,16 @@ import csv
 import hashlib
 import io
 import json
+import multiprocessing
 import os
 import re
+import resource
 import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from sqlalchemy import text
+from sqlalchemy import make_url, text
 
 from campaign_lib.config import load_settings
 from campaign_lib.db import admin_connection, make_engine, open_databases
@@ -385,6 +388,17 @@ def copy_rows(raw, table: str, buffer: io.StringIO) -> float:
     return time.perf_counter() - started
 
 
+def _resolve_and_measure(url: str) -> tuple[dict, float]:
+    """resolve() on the database at `url`; returns its summary and this process's peak RSS
+    in MiB. Runs in a spawned process, which holds nothing but resolution."""
+    engine = make_engine(make_url(url))
+    try:
+        summary = resolve(engine).as_dict()
+    finally:
+        engine.dispose()
+    return summary, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def rerun(ground_truth: Path) -> None:
     """Reset, resolve and evaluate the `kms` database (loaded by `kms demo`)."""
     engine = make_engine(open_databases(load_settings()).kms)
@@ -463,36 +477,48 @@ def main() -> None:
                 raw.commit()
                 copy_rows(raw, "ingest.record", buffer)
                 with raw.cursor() as cursor:
+                    # What the ingest merge does for each inserted record.
+                    cursor.execute(
+                        "insert into ingest.record_pending (record_id) select record_id from ingest.record"
+                    )
                     cursor.execute("analyze ingest.record")
                 raw.commit()
             finally:
                 raw.close()
 
-            summary = resolve(engine)
+            with multiprocessing.get_context("spawn").Pool(1) as child:
+                initial, peak_rss = child.apply(
+                    _resolve_and_measure, (engine.url.render_as_string(hide_password=False),)
+                )
             again = resolve(engine)
             with engine.begin() as conn:
                 conn.execute(
                     text(
-                        "update ingest.record set changed_at = now(), resolved_at = null "
-                        "where record_id % 100 = 0"
+                        "with changed as (update ingest.record set changed_at = now() "
+                        "where record_id % 100 = 0 returning record_id) "
+                        "insert into ingest.record_pending (record_id) select record_id from changed"
                     )
                 )
             incremental = resolve(engine)
             ground_truth = data / "ground_truth" / "ground_truth.csv.gz"
             evaluation = evaluate(engine, ground_truth)
 
-        rate = count / summary.elapsed_seconds
+        seconds = initial["elapsed_seconds"]
+        rate = count / seconds
         print(
             f"baseline COPY of {count:,} rows (no indexes): {baseline_copy:.2f} s "
             f"= {count / baseline_copy:,.0f} rows/s"
         )
         print(f"baseline group by email over them:          {baseline_group:.2f} s")
         print(
-            f"resolve, initial:     {summary.elapsed_seconds:.2f} s = {rate:,.0f} records/s "
-            f"(linking in Python {summary.link_seconds:.2f} s); ratio to COPY: "
-            f"{summary.elapsed_seconds / baseline_copy:.1f}x the time"
+            f"resolve, initial:     {seconds:.2f} s = {rate:,.0f} records/s "
+            f"(bulk mode: {initial['bulk']}); ratio to COPY: {seconds / baseline_copy:.1f}x the time; "
+            f"peak RSS {peak_rss:,.0f} MiB"
         )
-        print(f"  {json.dumps(summary.as_dict())}")
+        print(
+            "  seconds per stage: " + ", ".join(f"{k} {v:.2f}" for k, v in initial["stage_seconds"].items())
+        )
+        print(f"  {json.dumps(initial)}")
         print(f"resolve, nothing new: {again.elapsed_seconds:.3f} s")
         print(
             f"resolve, 1 % changed: {incremental.elapsed_seconds:.2f} s "

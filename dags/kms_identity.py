@@ -2,9 +2,10 @@
 
 Runs whenever ingestion publishes changed source records (the asset
 `kms://ingest/records`, from the SFTP DAG or the ingest API). Resolves only the records
-that changed and the people they touch: deterministic identifier rules, a fuzzy name
-rule, households, survivorship, merges (a merged contact points to its survivor), and
-writes contacts, accounts, locations, identifiers, activities, consents and inquiries.
+that changed (the queue `ingest.record_pending`) and the people they touch:
+deterministic identifier rules, a fuzzy name rule, households, survivorship, merges (a
+merged contact points to its survivor), and writes contacts, accounts, locations,
+identifiers, activities, consents and inquiries.
 Emits `kms://core/single_customer_view` for the campaign DAGs.
 """
 

@@ -2,9 +2,12 @@
 -- campaign_lib.identity.resolve runs these in file order, on one connection that holds
 -- the resolution lock, in two transactions: (1) scope, linking (union-find in Python
 -- between `read_scope` and `copy_assignment`), accounts, contacts and merges; (2) locations,
--- then identifiers, activities, consents, inquiries and the records marked resolved, split
--- by contact over two connections (two cores, disjoint row locks). Temp tables live as
--- long as the session and are dropped at the end (`drop_temp`).
+-- then identifiers, activities, consents and inquiries, split by contact over two
+-- connections (two cores, disjoint row locks), and the records' contacts and their removal
+-- from the work queue (ingest.record_pending) on the first connection, which commits last.
+-- A batch as large as the view itself runs (2) on one connection in bulk mode
+-- (bulk_drop_secondary, docs/adr/0006-identity-bulk-build.md). Temp tables live as long as
+-- the session and are dropped at the end (`drop_temp`).
 
 -- name: lock_resolution
 -- Serialises resolution runs (a retry racing a slow run) for as long as the session holds
@@ -14,13 +17,21 @@ select pg_advisory_lock(7103360218465370369);
 -- name: unlock_resolution
 select pg_advisory_unlock(7103360218465370369);
 
+-- name: bulk_session_settings
+-- Memory for one sort or hash (per plan node and connection) of a bulk run: sorting a
+-- million scope rows for read_scope, or hashing the identifiers of a million records,
+-- spills to disk at the server's default. Not for incremental runs, whose joins should stay
+-- index lookups rather than hashes of whole tables. Undone by drop_temp.
+set work_mem = '256MB';
+
 -- name: drop_temp
--- The run's temp tables, gone before the connection returns to the pool.
+-- The run's temp tables and settings, gone before the connection returns to the pool.
 discard temp;
+reset work_mem;
 
 -- name: create_scope
 -- The records and existing contacts this run re-resolves. changed_at is remembered so a
--- record changed by ingestion while we work is not marked resolved (see mark_records).
+-- record changed by ingestion while we work stays queued (see mark_records).
 create temp table id_scope_record (
     record_id  bigint primary key,
     changed_at timestamptz not null,
@@ -29,11 +40,12 @@ create temp table id_scope_record (
 create temp table id_scope_contact (contact_id bigint primary key);
 
 -- name: scope_unresolved
--- Every record that is new or changed since the last run; the row count is the batch.
+-- Every record that is new or changed since the last run (the work queue that ingestion
+-- fills, ingest.record_pending); the row count is the batch.
 insert into id_scope_record (record_id, changed_at, is_new)
-select record_id, changed_at, true
-from ingest.record
-where resolved_at is null;
+select r.record_id, r.changed_at, true
+from ingest.record_pending as p
+join ingest.record as r using (record_id);
 
 -- name: scope_touched_contacts
 -- Existing contacts the batch touches: the contact a changed record had, every contact
@@ -41,25 +53,14 @@ where resolved_at is null;
 -- and postcode (fuzzy candidates). Index lookups only: core.identifier (kind, value).
 -- Contacts of the name rules follow in scope_name_candidates.
 insert into id_scope_contact (contact_id)
-select r.contact_id
+select c.contact_id
 from id_scope_record as s
-join ingest.record as r using (record_id)
-where s.is_new and r.contact_id is not null
+join ingest.record_contact as c using (record_id)
+where s.is_new
 union
 select i.contact_id
 from id_scope_record as s
-join ingest.record as r using (record_id)
-cross join lateral (
-    values
-        ('email'::core.identifier_kind, r.email),
-        ('phone', r.phone_e164),
-        ('loyalty_card', r.loyalty_card),
-        ('booking_ref', r.booking_ref),
-        ('crm_id', r.crm_contact_id),
-        ('source_customer_id', r.source_customer_id),
-        ('order_ref', r.order_ref),
-        ('cookie_id', r.cookie_id)
-) as k (kind, value)
+join ingest.record_identifier as k using (record_id)
 join core.identifier as i on i.kind = k.kind and i.value = k.value
 where s.is_new
 union
@@ -133,11 +134,12 @@ on conflict do nothing;
 
 -- name: scope_contact_records
 -- Every record of a touched contact joins the scope, so each contact is rebuilt from all
--- of its evidence (uses record_contact_idx).
+-- of its evidence (uses record_contact_contact_idx).
 insert into id_scope_record (record_id, changed_at, is_new)
 select r.record_id, r.changed_at, false
-from ingest.record as r
+from ingest.record_contact as c
 join id_scope_contact using (contact_id)
+join ingest.record as r using (record_id)
 on conflict do nothing;
 
 -- name: scope_crm_accounts
@@ -152,9 +154,10 @@ with crm as (
 ),
 
 found as (
-    select r.record_id, r.changed_at, r.contact_id
+    select r.record_id, r.changed_at, c.contact_id
     from ingest.record as r
     join crm using (crm_account_id)
+    left join ingest.record_contact as c using (record_id)
 ),
 
 added as (
@@ -186,7 +189,7 @@ copy (
     select
         r.record_id,
         r.source_system,
-        r.contact_id,
+        c.contact_id,
         r.first_name,
         r.last_name,
         r.birth_date,
@@ -208,11 +211,10 @@ copy (
         ) as main_guest,
         coalesce(r.account_type = 'company', false) as company_account,
         (r.occurred_at at time zone 'Europe/Berlin')::date as occurred_on,
-        (r.ended_at at time zone 'Europe/Berlin')::date as ended_on,
-        s.changed_at,
-        s.is_new
+        (r.ended_at at time zone 'Europe/Berlin')::date as ended_on
     from id_scope_record as s
     join ingest.record as r using (record_id)
+    left join ingest.record_contact as c using (record_id)
     order by r.record_id
 ) to stdout with (format csv);
 
@@ -243,10 +245,14 @@ select setval(
 -- name: create_result
 -- What linking decided: per record its contact and account (null: no person), per contact
 -- its account and status, per account its type, and who merges into whom.
+-- id_assign.part: which of the two connections of transaction 2 writes the record's history;
+-- a column of its own (not an expression in the upserts) so that the planner knows its
+-- share from the statistics.
 create temp table id_assign (
     record_id  bigint primary key,
     contact_id bigint,
-    account_id bigint
+    account_id bigint,
+    part       smallint generated always as ((contact_id % 2)::smallint) stored
 );
 create temp table id_contact (
     contact_id bigint primary key,
@@ -267,14 +273,35 @@ create temp table id_account_merge (
     loser    bigint primary key,
     survivor bigint not null
 );
-
--- name: reset_result
--- Before transaction 2 each connection reloads the result with its own half of the contacts.
-truncate id_assign, id_contact;
-
--- name: copy_scope
--- The second connection's copy of the scope rows it marks (changed_at as read by the first).
-copy id_scope_record (record_id, changed_at, is_new) from stdin with (format csv);
+-- The activity of every assigned record that has one, as core.activity stores it (used by
+-- upsert_activities and bulk_upsert_activities). A product is linked when its SKU is in
+-- core.product, else SKU and name stay in attributes.
+create temp view id_activity as
+select
+    a.part,
+    a.contact_id,
+    r.activity_type,
+    r.source_system,
+    r.source_key as source_ref,
+    r.occurred_at,
+    r.ended_at,
+    r.amount_cents,
+    r.currency,
+    coalesce(r.quantity, 1) as quantity,
+    p.product_id,
+    r.outlet,
+    case
+        when p.product_id is null and r.product_sku is not null
+            then r.attributes || jsonb_strip_nulls(
+                jsonb_build_object('product_sku', r.product_sku, 'product_name', r.product_name)
+            )
+        else r.attributes
+    end as attributes,
+    r.ingest_file_id
+from id_assign as a
+join ingest.record as r using (record_id)
+left join core.product as p on p.sku = r.product_sku
+where a.contact_id is not null and r.activity_type is not null;
 
 -- name: copy_assignment
 copy id_assign (record_id, contact_id, account_id) from stdin with (format csv);
@@ -460,7 +487,7 @@ update core.consent as t set contact_id = m.survivor
 from id_contact_merge as m where t.contact_id = m.loser;
 update core.inquiry as t set contact_id = m.survivor
 from id_contact_merge as m where t.contact_id = m.loser;
-update ingest.record as t set contact_id = m.survivor
+update ingest.record_contact as t set contact_id = m.survivor, resolved_at = now()
 from id_contact_merge as m where t.contact_id = m.loser;
 
 -- name: merge_accounts
@@ -572,21 +599,10 @@ with seen as (
         a.contact_id,
         k.kind,
         btrim(k.value) as value,
-        r.source_system,
-        coalesce(r.occurred_at, r.received_at) as seen_at
+        k.source_system,
+        k.seen_at
     from id_assign as a
-    join ingest.record as r using (record_id)
-    cross join lateral (
-        values
-            ('email'::core.identifier_kind, r.email),
-            ('phone', r.phone_e164),
-            ('loyalty_card', r.loyalty_card),
-            ('booking_ref', r.booking_ref),
-            ('crm_id', r.crm_contact_id),
-            ('source_customer_id', r.source_customer_id),
-            ('order_ref', r.order_ref),
-            ('cookie_id', r.cookie_id)
-    ) as k (kind, value)
+    join ingest.record_identifier as k using (record_id)
     where a.contact_id is not null and btrim(k.value) <> ''
 ),
 
@@ -615,9 +631,6 @@ copy (
     where contact_id % 2 = 1
 ) to stdout with (format csv);
 
--- name: keep_first_half_identifiers
-delete from id_identifier where contact_id % 2 = 1;
-
 -- name: create_identifiers
 -- The second connection's table of its half of identifier_values.
 create temp table id_identifier (
@@ -634,10 +647,13 @@ copy id_identifier (kind, value, contact_id, source_system, first_seen_at, last_
 from stdin with (format csv);
 
 -- name: upsert_identifiers
--- Returns how many identifiers were inserted or changed; unchanged ones are not rewritten.
+-- The identifiers of this connection's part of the contacts (contact_id % :parts = :part);
+-- returns how many were inserted or changed; unchanged ones are not rewritten.
 with written as (
     insert into core.identifier (contact_id, kind, value, source_system, first_seen_at, last_seen_at)
-    select contact_id, kind, value, source_system, first_seen_at, last_seen_at from id_identifier
+    select contact_id, kind, value, source_system, first_seen_at, last_seen_at
+    from id_identifier
+    where contact_id % :parts = :part
     on conflict (kind, value) do update
     set
         contact_id = excluded.contact_id,
@@ -663,9 +679,9 @@ where i.contact_id = c.contact_id
   and not exists (select 1 from id_identifier as n where n.kind = i.kind and n.value = i.value);
 
 -- name: upsert_activities
--- One activity per record with an activity type and a contact, keyed by (source_system,
--- source_key); an unchanged activity is skipped (IS DISTINCT FROM), a moved one repointed.
--- A product is linked when its SKU is in core.product, else SKU and name stay in attributes.
+-- One activity per record with an activity type and a contact (id_activity), keyed by
+-- (source_system, source_key); an unchanged activity is skipped (IS DISTINCT FROM), a moved
+-- one repointed. This connection's part of the contacts (id_assign.part = :part of :parts).
 -- Returns how many activities were inserted or changed.
 with written as (
     insert into core.activity (
@@ -673,29 +689,10 @@ with written as (
         currency, quantity, product_id, outlet, attributes, ingest_file_id
     )
     select
-        a.contact_id,
-        r.activity_type,
-        r.source_system,
-        r.source_key,
-        r.occurred_at,
-        r.ended_at,
-        r.amount_cents,
-        r.currency,
-        coalesce(r.quantity, 1),
-        p.product_id,
-        r.outlet,
-        case
-            when p.product_id is null and r.product_sku is not null
-                then r.attributes || jsonb_strip_nulls(
-                    jsonb_build_object('product_sku', r.product_sku, 'product_name', r.product_name)
-                )
-            else r.attributes
-        end,
-        r.ingest_file_id
-    from id_assign as a
-    join ingest.record as r using (record_id)
-    left join core.product as p on p.sku = r.product_sku
-    where a.contact_id is not null and r.activity_type is not null
+        contact_id, activity_type, source_system, source_ref, occurred_at, ended_at, amount_cents,
+        currency, quantity, product_id, outlet, attributes, ingest_file_id
+    from id_activity
+    where :parts = 1 or part = :part
     on conflict (source_system, source_ref) do update
     set
         contact_id = excluded.contact_id,
@@ -723,11 +720,61 @@ with written as (
 
 select count(*) from written;
 
+-- name: bulk_upsert_activities
+-- upsert_activities for bulk mode, where core.activity has lost its natural key
+-- (bulk_drop_secondary with unique_tables) and is locked by this transaction: changed
+-- activities are updated and new ones inserted by two hash joins on (source_system,
+-- source_ref) instead of one unique-index probe per row. Both see the table as it was
+-- before the statement, so every record is either updated or inserted, never both.
+-- Returns how many activities were inserted or changed.
+with updated as (
+    update core.activity as t
+    set
+        contact_id = n.contact_id,
+        activity_type = n.activity_type,
+        occurred_at = n.occurred_at,
+        ended_at = n.ended_at,
+        amount_cents = n.amount_cents,
+        currency = n.currency,
+        quantity = n.quantity,
+        product_id = n.product_id,
+        outlet = n.outlet,
+        attributes = n.attributes,
+        ingest_file_id = n.ingest_file_id,
+        loaded_at = now()
+    from id_activity as n
+    where t.source_system = n.source_system
+      and t.source_ref = n.source_ref
+      and (t.contact_id, t.activity_type, t.occurred_at, t.ended_at, t.amount_cents, t.currency,
+           t.quantity, t.product_id, t.outlet, t.attributes, t.ingest_file_id)
+        is distinct from (n.contact_id, n.activity_type, n.occurred_at, n.ended_at, n.amount_cents,
+                          n.currency, n.quantity, n.product_id, n.outlet, n.attributes, n.ingest_file_id)
+    returning 1
+),
+
+inserted as (
+    insert into core.activity (
+        contact_id, activity_type, source_system, source_ref, occurred_at, ended_at, amount_cents,
+        currency, quantity, product_id, outlet, attributes, ingest_file_id
+    )
+    select
+        n.contact_id, n.activity_type, n.source_system, n.source_ref, n.occurred_at, n.ended_at,
+        n.amount_cents, n.currency, n.quantity, n.product_id, n.outlet, n.attributes, n.ingest_file_id
+    from id_activity as n
+    where not exists (
+        select from core.activity as t where t.source_system = n.source_system and t.source_ref = n.source_ref
+    )
+    returning 1
+)
+
+select (select count(*) from updated) + (select count(*) from inserted);
+
 -- name: upsert_consents
 -- A record with consent fields is one ledger entry (source_ref = source_key), recorded when
 -- the record happened. Ledger entries are not edited, except to follow their contact into
 -- a merge or a correction of the same source record. double_opt_in_at is kept only where
--- the ledger's rule allows it (an opt-in confirmed after it was given). Returns the count.
+-- the ledger's rule allows it (an opt-in confirmed after it was given). This connection's
+-- part of the contacts; returns the count.
 with written as (
     insert into core.consent (
         contact_id, channel, purpose, status, recorded_at, source_system, source_ref,
@@ -748,7 +795,7 @@ with written as (
         jsonb_build_object('record_kind', r.record_kind, 'ingest_file_id', r.ingest_file_id)
     from id_assign as a
     join ingest.record as r using (record_id)
-    where a.contact_id is not null and r.consent_channel is not null
+    where (:parts = 1 or a.part = :part) and a.contact_id is not null and r.consent_channel is not null
     on conflict (source_system, source_ref) do update
     set
         contact_id = excluded.contact_id,
@@ -768,7 +815,8 @@ select count(*) from written;
 
 -- name: upsert_inquiries
 -- A record with an inquiry topic or body is one inquiry; a later answer or closing (done
--- elsewhere) is kept, only contact, topic and body follow the record. Returns the count.
+-- elsewhere) is kept, only contact, topic and body follow the record. This connection's
+-- part of the contacts; returns the count.
 with written as (
     insert into core.inquiry (contact_id, source_system, source_ref, opened_at, topic, body)
     select
@@ -780,7 +828,9 @@ with written as (
         r.inquiry_body
     from id_assign as a
     join ingest.record as r using (record_id)
-    where a.contact_id is not null and (r.inquiry_topic is not null or r.inquiry_body is not null)
+    where (:parts = 1 or a.part = :part)
+      and a.contact_id is not null
+      and (r.inquiry_topic is not null or r.inquiry_body is not null)
     on conflict (source_system, source_ref) do update
     set contact_id = excluded.contact_id, topic = excluded.topic, body = excluded.body
     where (core.inquiry.contact_id, core.inquiry.topic, core.inquiry.body)
@@ -791,25 +841,171 @@ with written as (
 select count(*) from written;
 
 -- name: mark_records
--- Records take their contact (null: nobody) and are marked resolved, unless ingestion
--- changed them after this run read them (changed_at moved): those wait for the next run.
--- Returns how many records were marked resolved.
-with marked as (
-    update ingest.record as r
-    set
-        contact_id = a.contact_id,
-        resolved_at = case
-            when r.changed_at = s.changed_at then greatest(clock_timestamp(), r.changed_at)
-            else r.resolved_at
-        end
-    from id_assign as a
-    join id_scope_record as s using (record_id)
-    where r.record_id = a.record_id
-      and (r.contact_id is distinct from a.contact_id or (r.resolved_at is null and r.changed_at = s.changed_at))
-    returning r.resolved_at is not null and s.is_new as newly_resolved
+-- Every record in scope takes its contact in ingest.record_contact (a record of nobody has
+-- no row there), and the batch leaves the work queue. Runs on the connection that commits
+-- last, after every part of the history is written, so a record never leaves the queue
+-- without its history. A record that ingestion changed after this run read it (changed_at
+-- moved) stays queued for the next run: FOR SHARE waits for an ingest merge that is
+-- changing one of these records right now and then re-reads its changed_at, as the
+-- merge's `on conflict do nothing` on a still-queued record relies on the queue entry
+-- surviving. Returns how many records left the queue.
+with assigned as (
+    insert into ingest.record_contact (record_id, contact_id)
+    select record_id, contact_id from id_assign where contact_id is not null
+    on conflict (record_id) do update
+    set contact_id = excluded.contact_id, resolved_at = now()
+    where ingest.record_contact.contact_id <> excluded.contact_id
+),
+
+nobody as (
+    delete from ingest.record_contact as c
+    using id_assign as a
+    where a.record_id = c.record_id and a.contact_id is null
+),
+
+unchanged as (
+    select r.record_id
+    from id_scope_record as s
+    join ingest.record as r using (record_id)
+    where s.is_new and r.changed_at = s.changed_at
+    for share of r
+),
+
+taken as (
+    delete from ingest.record_pending as p
+    using unchanged as u
+    where p.record_id = u.record_id
+    returning 1
 )
 
-select count(*) filter (where newly_resolved) from marked;
+select count(*) from taken;
+
+-- name: resolved_records
+-- About how many records have a contact (the planner's estimate, free): whether a batch is
+-- as large as the view it goes into (bulk mode, see bulk_drop_secondary).
+select greatest(reltuples, 0)::bigint from pg_class where oid = 'ingest.record_contact'::regclass;
+
+-- name: bulk_drop_secondary
+-- Bulk mode, for a batch as large as the view itself (an initial build, a rebuild after
+-- reset_resolution): for the rest of this transaction the tables :tables lose their
+-- secondary indexes, and :unique_tables also their unique constraints (not the primary
+-- key), and bulk_restore_secondary builds them again, one sort per index instead of a
+-- B-tree insert per row (docs/adr/0006-identity-bulk-build.md). A table that keeps its
+-- unique constraints keeps its upserts' arbiters; one that loses them is written by a
+-- bulk_* statement. Foreign keys stay: dropping one would lock its referenced table
+-- (core.contact, ingest.file) against every reader until the end of the transaction.
+-- The definitions are read from the catalog, so an index added by a later migration is
+-- dropped and rebuilt the same way. The tables stay locked (ACCESS EXCLUSIVE) until the
+-- transaction ends.
+create temp table id_bulk_index as
+select
+    i.indrelid::regclass::text as table_name,
+    'index' as kind,
+    i.indexrelid::regclass::text as name,
+    pg_get_indexdef(i.indexrelid) as definition
+from pg_index as i
+where i.indrelid = any(cast(cast(:tables as text[]) as regclass[])) and not i.indisunique
+union all
+select c.conrelid::regclass::text, 'constraint', c.conname::text, pg_get_constraintdef(c.oid)
+from pg_constraint as c
+where c.conrelid = any(cast(cast(:unique_tables as text[]) as regclass[])) and c.contype = 'u';
+
+do $$
+declare
+    d record;
+begin
+    for d in select * from id_bulk_index loop
+        if d.kind = 'constraint' then
+            execute format('alter table %s drop constraint %I', d.table_name, d.name);
+        else
+            execute format('drop index %s', d.name);
+        end if;
+    end loop;
+end
+$$;
+
+-- name: bulk_skip_key_checks
+-- Bulk mode, where the role may (a superuser, or SET granted on the parameter): for the rest
+-- of this transaction the foreign keys of the tables it writes are not checked row by row
+-- (session_replication_role = replica skips their triggers; primary keys, unique and check
+-- constraints still hold), and bulk_check_keys checks them set-based before the commit. A
+-- foreign key check per row costs 4 to 7 µs, several times the insert (ADR 0006). Returns
+-- whether the checks are skipped.
+select
+    case
+        when current_setting('is_superuser') = 'on' or has_parameter_privilege('session_replication_role', 'SET')
+            then set_config('session_replication_role', 'replica', true) = 'replica'
+        else false
+    end as skipped;
+
+-- name: bulk_check_keys
+-- The foreign keys of :tables, checked set-based for a transaction that skipped the row by
+-- row checks (bulk_skip_key_checks), with the same effect: every referenced row is locked
+-- FOR KEY SHARE until the commit (nobody deletes it or changes its key meanwhile), and a
+-- row whose reference is missing fails the run with foreign_key_violation, naming the key.
+-- The definitions come from the catalog, like bulk_drop_secondary's.
+create temp table id_bulk_key as
+select
+    c.conrelid::regclass::text as table_name,
+    c.confrelid::regclass::text as referenced,
+    c.conname::text as name,
+    (
+        select string_agg(format('t.%I', a.attname), ', ' order by k.n)
+        from unnest(c.conkey) with ordinality as k (attnum, n)
+        join pg_attribute as a on a.attrelid = c.conrelid and a.attnum = k.attnum
+    ) as columns,
+    (
+        select string_agg(format('r.%I', a.attname), ', ' order by k.n)
+        from unnest(c.confkey) with ordinality as k (attnum, n)
+        join pg_attribute as a on a.attrelid = c.confrelid and a.attnum = k.attnum
+    ) as referenced_columns
+from pg_constraint as c
+where c.conrelid = any(cast(cast(:tables as text[]) as regclass[])) and c.contype = 'f';
+
+do $$
+declare
+    k record;
+    missing bigint;
+begin
+    for k in select * from id_bulk_key loop
+        execute format(
+            'select 1 from %s as r where (%s) in (select %s from %s as t) for key share of r',
+            k.referenced, k.referenced_columns, k.columns, k.table_name
+        );
+        execute format(
+            'select count(*) from %s as t where (%s) is not null '
+            'and not exists (select from %s as r where (%s) = (%s))',
+            k.table_name, k.columns, k.referenced, k.referenced_columns, k.columns
+        ) into missing;
+        if missing > 0 then
+            raise foreign_key_violation
+                using message = format('%s rows of %s violate %s', missing, k.table_name, k.name);
+        end if;
+    end loop;
+end
+$$;
+drop table id_bulk_key;
+
+-- name: bulk_restore_secondary
+-- The indexes and unique constraints bulk_drop_secondary took away, each built again in
+-- one pass, and fresh statistics for the selections that run next.
+do $$
+declare
+    d record;
+begin
+    for d in select * from id_bulk_index loop
+        if d.kind = 'constraint' then
+            execute format('alter table %s add constraint %I %s', d.table_name, d.name, d.definition);
+        else
+            execute d.definition;
+        end if;
+    end loop;
+    for d in select distinct table_name from id_bulk_index loop
+        execute format('analyze %s', d.table_name);
+    end loop;
+end
+$$;
+drop table id_bulk_index;
 
 -- name: evaluation_records
 -- COPY out of every record with its contact, whether it carries anything that identifies
@@ -829,7 +1025,7 @@ copy (
     select
         r.source_system,
         r.source_key,
-        r.contact_id,
+        c.contact_id,
         (
             coalesce(r.email, r.phone_e164, r.loyalty_card, r.booking_ref, r.crm_contact_id,
                      r.source_customer_id, r.cookie_id, r.first_name, r.last_name) is not null
@@ -841,15 +1037,19 @@ copy (
             and not exists (select 1 from known_cookie as k where k.cookie_id = r.cookie_id)
         ) as anonymous_cookie
     from ingest.record as r
+    left join ingest.record_contact as c using (record_id)
 ) to stdout with (format csv);
 
 -- name: reset_resolution
 -- Forgets every resolution result so the next run resolves all records from scratch: the
--- records lose their contact and resolved mark, and the core people tables are emptied
--- (contacts and accounts deleted rather than truncated, as ingest.record references them).
--- For development and benchmarks; campaigns, selections and reports are not touched.
-update ingest.record set contact_id = null, resolved_at = null
-where contact_id is not null or resolved_at is not null;
+-- records lose their contact and all go back into the work queue, and the core people
+-- tables are emptied (contacts and accounts deleted rather than truncated, as the campaign
+-- tables may reference them). For development and benchmarks; campaigns, selections and
+-- reports are not touched.
+truncate ingest.record_contact;
+insert into ingest.record_pending (record_id)
+select record_id from ingest.record
+on conflict do nothing;
 truncate core.consent, core.inquiry, core.activity, core.identifier;
 delete from core.contact;
 delete from core.location;

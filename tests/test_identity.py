@@ -6,16 +6,20 @@ import datetime as dt
 import gzip
 import itertools
 import json
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
 
 from campaign_lib.identity import IdentitySettings, evaluate, reset_resolution, resolve
-from campaign_lib.identity.cli import evaluate_command
+from campaign_lib.identity.cli import evaluate_command, resolve_command
 from campaign_lib.identity.linking import ScopeRecords, address_key, link, name_key
 from campaign_lib.ingest.record import RECORD_COLUMNS
+from campaign_lib.sqlfiles import queries
 
 BERLIN = dt.timezone(dt.timedelta(hours=2))
 _files = itertools.count(1)
@@ -71,13 +75,17 @@ def add(engine: Engine, *records: dict) -> None:
             }
             columns = ", ".join(values)
             params = ", ".join(f":{name}" for name in values)
-            conn.execute(
+            record_id = conn.execute(
                 text(
                     f"insert into ingest.record ({columns}) values ({params}) "
-                    "on conflict (source_system, source_key) do update set "
-                    "contact_id = ingest.record.contact_id, changed_at = now(), resolved_at = null"
+                    "on conflict (source_system, source_key) do update set changed_at = now() "
+                    "returning record_id"
                 ),
                 values,
+            ).scalar_one()
+            conn.execute(
+                text("insert into ingest.record_pending (record_id) values (:r) on conflict do nothing"),
+                {"r": record_id},
             )
 
 
@@ -89,7 +97,8 @@ def scalar(engine: Engine, sql: str, **params):
 def contact_of(engine: Engine, source_system: str, key: str) -> int | None:
     return scalar(
         engine,
-        "select contact_id from ingest.record where source_system = :s and source_key = :k",
+        "select c.contact_id from ingest.record as r join ingest.record_contact as c using (record_id) "
+        "where r.source_system = :s and r.source_key = :k",
         s=source_system,
         k=key,
     )
@@ -214,7 +223,7 @@ def test_a_deterministic_rule_links_one_person(clean_db: Engine, records: list[d
     contacts = {contact_of(clean_db, r["source_system"], r["source_key"]) for r in main}
     assert len(contacts) == 1 and None not in contacts
     assert summary.records_resolved == len(records)
-    assert scalar(clean_db, "select count(*) from ingest.record where resolved_at is null") == 0
+    assert scalar(clean_db, "select count(*) from ingest.record_pending") == 0
     with_activity = sum(1 for r in records if r.get("activity_type"))
     assert scalar(clean_db, "select count(*) from core.activity") == with_activity
 
@@ -473,7 +482,7 @@ def test_a_late_record_merges_two_contacts_and_no_activity_is_lost(clean_db: Eng
         )
         == f"merged:{survivor}"
     )
-    assert scalar(clean_db, "select count(*) from ingest.record where contact_id = :c", c=loser) == 0
+    assert scalar(clean_db, "select count(*) from ingest.record_contact where contact_id = :c", c=loser) == 0
 
 
 def test_an_anonymous_cookie_s_page_views_move_to_the_person_on_login(clean_db: Engine) -> None:
@@ -658,7 +667,8 @@ def test_a_record_without_any_identifier_is_resolved_to_nobody(clean_db: Engine)
     summary = resolve(clean_db)
 
     assert summary.records_without_contact == 1
-    assert scalar(clean_db, "select resolved_at is not null and contact_id is null from ingest.record")
+    assert scalar(clean_db, "select count(*) from ingest.record_pending") == 0
+    assert scalar(clean_db, "select count(*) from ingest.record_contact") == 0
     assert scalar(clean_db, "select count(*) from core.activity") == 0
 
 
@@ -708,7 +718,8 @@ def test_resolving_again_with_nothing_new_changes_nothing(clean_db: Engine) -> N
             union all select l::text from core.location as l
             union all select i::text from core.identifier as i
             union all select a::text from core.activity as a
-            union all select r.record_id || ':' || r.contact_id || ':' || r.resolved_at from ingest.record as r
+            union all select c::text from ingest.record_contact as c
+            union all select p::text from ingest.record_pending as p
         ) as everything
     """
     before = scalar(clean_db, state)
@@ -813,12 +824,156 @@ def test_reset_resolution_forgets_every_result_and_resolve_rebuilds_it(clean_db:
 
     for table in ("core.contact", "core.account", "core.identifier", "core.activity", "core.location"):
         assert scalar(clean_db, f"select count(*) from {table}") == 0, table
-    assert scalar(clean_db, "select count(*) from ingest.record where contact_id is not null") == 0
-    assert scalar(clean_db, "select count(*) from ingest.record where resolved_at is not null") == 0
+    assert scalar(clean_db, "select count(*) from ingest.record_contact") == 0
+    assert scalar(clean_db, "select count(*) from ingest.record_pending") == scalar(
+        clean_db, "select count(*) from ingest.record"
+    )
     summary = resolve(clean_db)
     assert summary.batch_records == 3
     assert scalar(clean_db, "select count(*) from core.contact") == 2
     assert scalar(clean_db, "select count(*) from core.activity") == before
+
+
+BULK = IdentitySettings(bulk_min_records=0)
+
+# Each record as the first (source_system:source_key) of its contact's records, so that two
+# builds with different contact ids compare; identifiers and activities the same way.
+VIEW = """
+    with member as (
+        select c.contact_id, r.source_system || ':' || r.source_key as record
+        from ingest.record_contact as c
+        join ingest.record as r using (record_id)
+    ),
+
+    canonical as (
+        select contact_id, min(record) as person from member group by contact_id
+    )
+
+    select 'record ' || m.record || ' ' || k.person from member as m join canonical as k using (contact_id)
+    union all
+    select 'identifier ' || i.kind || ' ' || i.value || ' ' || k.person
+    from core.identifier as i join canonical as k using (contact_id)
+    union all
+    select 'activity ' || a.source_system || ':' || a.source_ref || ' ' || k.person
+    from core.activity as a join canonical as k using (contact_id)
+    order by 1
+"""
+
+# The secondary indexes and foreign keys that bulk mode drops and must restore as they were.
+SECONDARY = """
+    select indexrelid::regclass::text || ' ' || pg_get_indexdef(indexrelid)
+    from pg_index
+    where indrelid in ('core.activity'::regclass, 'core.identifier'::regclass, 'ingest.record_contact'::regclass)
+    union all
+    select conrelid::regclass::text || ' ' || conname || ' ' || pg_get_constraintdef(oid) || ' ' || convalidated
+    from pg_constraint
+    where conrelid in ('core.activity'::regclass, 'core.identifier'::regclass) and contype = 'f'
+    order by 1
+"""
+
+
+def rows(engine: Engine, sql: str) -> list[str]:
+    with engine.connect() as conn:
+        return list(conn.execute(text(sql)).scalars())
+
+
+def test_bulk_mode_builds_the_same_view_and_restores_every_index_and_key(clean_db: Engine) -> None:
+    secondary = rows(clean_db, SECONDARY)
+    add(clean_db, *LINK_CASES["email"])
+    assert resolve(clean_db, settings=BULK).bulk
+    for records in LINK_CASES.values():
+        add(clean_db, *records)
+    # A changed record of the first build: bulk mode updates its activity in place.
+    with clean_db.begin() as conn:
+        conn.execute(
+            text("update ingest.record set outlet = 'Pool', changed_at = now() where source_key = 'T1'")
+        )
+
+    bulk = resolve(clean_db, settings=BULK)
+    bulk_view = rows(clean_db, VIEW)
+    assert rows(clean_db, "select outlet from core.activity where source_ref = 'T1'") == ["Pool"]
+    reset_resolution(clean_db)
+    row_by_row = resolve(clean_db)
+
+    assert (bulk.bulk, row_by_row.bulk) == (True, False)
+    assert bulk_view == rows(clean_db, VIEW) != []
+    assert (
+        bulk.records_resolved
+        == row_by_row.records_resolved
+        == scalar(clean_db, "select count(*) from ingest.record")
+    )
+    assert rows(clean_db, SECONDARY) == secondary
+    assert scalar(clean_db, "select count(*) from ingest.record_pending") == 0
+
+
+def test_bulk_mode_is_only_for_a_batch_as_large_as_the_view(clean_db: Engine) -> None:
+    for records in LINK_CASES.values():
+        add(clean_db, *records)
+    assert resolve(clean_db, settings=BULK).bulk
+
+    add(clean_db, ticket("T9", "dolphinarium_ticket", month=3, email="anna@example.org", **ANNA))
+    summary = resolve(clean_db, settings=BULK)
+
+    assert (summary.bulk, summary.batch_records, summary.activities_written) == (False, 1, 1)
+
+
+def test_the_resolve_command_prints_counts_mode_and_stages(clean_db: Engine) -> None:
+    add(clean_db, *LINK_CASES["email"])
+
+    lines = {
+        label.strip(): value
+        for label, value in (line.rsplit(None, 1) for line in resolve_command(clean_db).splitlines())
+    }
+
+    assert (lines["records resolved"], lines["bulk"]) == ("2", "False")
+    assert {"scope seconds", "link seconds", "history seconds"} <= set(lines)
+
+
+def test_the_set_based_key_check_of_bulk_mode_refuses_a_missing_contact(clean_db: Engine) -> None:
+    q = queries("identity.sql")
+    with clean_db.connect() as conn:
+        assert conn.execute(q["bulk_skip_key_checks"]).scalar_one()
+        conn.execute(
+            text(
+                "insert into core.activity (contact_id, activity_type, source_system, source_ref, occurred_at) "
+                "values (424242, 'call', 'kms', 'call-1', now())"
+            )
+        )
+        with pytest.raises(IntegrityError, match="activity_contact_id_fkey"):
+            conn.execute(q["bulk_check_keys"], {"tables": ["core.activity"]})
+        conn.rollback()
+    assert scalar(clean_db, "select count(*) from core.activity") == 0
+
+
+def test_a_record_changed_while_resolution_runs_stays_queued(clean_db: Engine) -> None:
+    add(clean_db, *LINK_CASES["email"])
+    ticket_id = scalar(clean_db, "select record_id from ingest.record where source_key = 'T1'")
+    with clean_db.connect() as ingest, ThreadPoolExecutor(max_workers=1) as pool:
+        # An ingest merge changes a queued record and finds it queued already (on conflict
+        # do nothing), and has not committed when resolution wants to take it off the queue.
+        ingest.execute(
+            text("update ingest.record set first_name = 'Anne', changed_at = now() where record_id = :r"),
+            {"r": ticket_id},
+        )
+        ingest.execute(
+            text("insert into ingest.record_pending (record_id) values (:r) on conflict do nothing"),
+            {"r": ticket_id},
+        )
+        running = pool.submit(resolve, clean_db)
+        deadline = time.monotonic() + 30
+        while not scalar(
+            clean_db,
+            "select count(*) from pg_stat_activity where wait_event_type = 'Lock' and datname = current_database()",
+        ):
+            assert time.monotonic() < deadline and not running.done(), "resolution never waited for the merge"
+            time.sleep(0.05)
+        ingest.commit()
+        summary = running.result()
+
+    assert summary.records_resolved == 1
+    assert rows(clean_db, "select record_id::text from ingest.record_pending") == [str(ticket_id)]
+    assert resolve(clean_db).records_resolved == 1
+    assert scalar(clean_db, "select count(*) from ingest.record_pending") == 0
 
 
 # In-memory rule tests: `link` over hand-built columns, no database.

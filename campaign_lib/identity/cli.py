@@ -17,8 +17,14 @@ def _table(rows: list[tuple[str, str]]) -> str:
 
 def resolve_command(engine: Engine) -> str:
     """Run identity resolution and return its summary as a short table."""
-    summary = resolve(engine)
-    return _table([(name.replace("_", " "), f"{value:,}") for name, value in summary.as_dict().items()])
+    summary = resolve(engine).as_dict()
+    stages = summary.pop("stage_seconds")
+    rows = [
+        (name.replace("_", " "), f"{value}" if isinstance(value, bool) else f"{value:,}")
+        for name, value in summary.items()
+    ]
+    rows += [(f"  {stage} seconds", f"{seconds:,}") for stage, seconds in stages.items()]
+    return _table(rows)
 
 
 def evaluate_command(engine: Engine, ground_truth: Path) -> str:

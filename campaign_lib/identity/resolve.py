@@ -2,13 +2,15 @@
 
 One run holds an advisory lock; its steps (sql/identity.sql, in order):
 
-1. Scope: the unresolved records, the existing contacts they touch (previous contact, owners
-   of their identifiers, fuzzy candidates with the same birth date and postcode), widened to
-   those contacts' whole accounts and to records sharing a CRM account id, and every record
-   of all these contacts; contacts a name rule could join (scope_name_candidates). Nothing
-   else is read: a batch costs in proportion to the people it touches, not to the base.
+1. Scope: the queued records (ingest.record_pending, filled by the ingest merge), the
+   existing contacts they touch (previous contact, owners of their identifiers, fuzzy
+   candidates with the same birth date and postcode), widened to those contacts' whole
+   accounts and to records sharing a CRM account id, and every record of all these
+   contacts; contacts a name rule could join (scope_name_candidates). Nothing else is read:
+   a batch costs in proportion to the people it touches, not to the base.
 2. Linking in memory (`campaign_lib.identity.linking`): one COPY out of compact columns,
-   union-find over record indexes, persons and households as components.
+   parsed a chunk at a time as it streams in; union-find over record indexes, persons and
+   households as components.
 3. Ids: each person claims one of the existing contacts among its records (an active one
    before an anonymous one, then the oldest); the other existing contacts among its records
    are merged into it; a person without any gets a new contact. Households claim accounts
@@ -18,26 +20,31 @@ One run holds an advisory lock; its steps (sql/identity.sql, in order):
    (everything of a merged contact repointed to its survivor). Transaction 2, split by
    contact over two connections so it uses two cores without their row locks meeting:
    locations rebuilt per account in scope (first connection), then per half of the contacts
-   identifiers, activities, consents and inquiries upserted with IS DISTINCT FROM guards and
-   the records marked resolved in the same transaction. A crash leaves records unresolved
-   together with their missing history, and the next run redoes them idempotently.
+   identifiers, activities, consents and inquiries upserted with IS DISTINCT FROM guards;
+   after both halves are written, the first connection writes each record's contact
+   (ingest.record_contact), takes the batch off the queue and commits last. A crash leaves
+   records queued, and the next run redoes them idempotently. A batch at least as large as
+   the view (`IdentitySettings.bulk_min_records`; an initial build) runs transaction 2 in
+   bulk mode instead: one connection, secondary indexes and foreign keys of the written
+   tables dropped and rebuilt around the writes (docs/adr/0006-identity-bulk-build.md).
 
 Records that no rule can tie to a person (no identifier but an order reference, or none at
-all: counter tickets, cash bills) end resolved with contact_id null; their activities cannot
-enter core.activity (contact_id is NOT NULL there) and are counted as `records_without_contact`.
-Page views under a cookie that never logged in form an anonymous contact (status
-'anonymous', an account of its own) so that their cookie is an identifier a later login finds;
-the login merges that contact into the customer.
+all: counter tickets, cash bills) leave the queue without a row in ingest.record_contact;
+their activities cannot enter core.activity (contact_id is NOT NULL there) and are counted
+as `records_without_contact`. Page views under a cookie that never logged in form an
+anonymous contact (status 'anonymous', an account of its own) so that their cookie is an
+identifier a later login finds; the login merges that contact into the customer.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import sys
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 from sqlalchemy.engine import Connection, Engine
 
@@ -52,10 +59,13 @@ SQL = "identity.sql"
 class ResolutionSummary:
     """What one `resolve` run did.
 
-    batch_records: unresolved records the run started from; scope_records: records it read
+    batch_records: queued records the run started from; scope_records: records it read
     (the batch and every record of the contacts it touched); contacts_touched: existing
     contacts in scope (touched by the batch, or members of a touched account);
-    records_without_contact: records in scope that no rule ties to a person."""
+    records_without_contact: records in scope that no rule ties to a person; bulk: whether
+    the batch was written in bulk mode (as large as the view: ADR 0006); stage_seconds:
+    seconds per stage (scope, read, link, plan, contacts: transaction 1, history:
+    transaction 2)."""
 
     batch_records: int = 0
     scope_records: int = 0
@@ -74,17 +84,19 @@ class ResolutionSummary:
     consents_written: int = 0
     inquiries_written: int = 0
     link_seconds: float = 0.0
+    bulk: bool = False
+    stage_seconds: dict[str, float] = field(default_factory=dict)
     elapsed_seconds: float = 0.0
 
-    def as_dict(self) -> dict[str, int | float]:
+    def as_dict(self) -> dict[str, int | float | bool | dict[str, float]]:
         return asdict(self)
 
 
 def resolve(engine: Engine, *, settings: IdentitySettings | None = None) -> ResolutionSummary:
-    """Resolve every unresolved record of ingest.record incrementally; return what changed.
+    """Resolve every queued record (ingest.record_pending) incrementally; return what changed.
 
-    Idempotent: with nothing unresolved it reads one index and writes nothing. A run that
-    fails leaves its records unresolved, and the next run redoes them."""
+    Idempotent: with an empty queue it reads one index and writes nothing. A run that
+    fails leaves its records queued, and the next run redoes them."""
     settings = settings or IdentitySettings()
     started = time.perf_counter()
     q = queries(SQL)
@@ -102,7 +114,7 @@ def resolve(engine: Engine, *, settings: IdentitySettings | None = None) -> Reso
 
 def reset_resolution(engine: Engine) -> None:
     """Forget every resolution result (contacts, accounts, identifiers, activities, consents,
-    inquiries, and each record's contact and resolved mark) so that the next `resolve`
+    inquiries, and each record's contact) and queue every record again, so that the next `resolve`
     rebuilds the single customer view from all records. For development and benchmarks:
     it takes the resolution lock and runs in one transaction."""
     q = queries(SQL)
@@ -122,6 +134,7 @@ def _resolve(
     engine: Engine, conn: Connection, settings: IdentitySettings, started: float
 ) -> ResolutionSummary:
     q = queries(SQL)
+    stages = _Stages()
     conn.execute(q["create_scope"])
     if conn.execute(q["scope_unresolved"]).rowcount == 0:
         return ResolutionSummary(elapsed_seconds=round(time.perf_counter() - started, 3))
@@ -134,13 +147,20 @@ def _resolve(
     conn.execute(q["scope_households"])
     conn.execute(q["scope_contact_records"])
     batch, scope, touched = conn.execute(q["scope_counts"]).one()
+    bulk = scope >= settings.bulk_min_records and scope >= conn.execute(q["resolved_records"]).scalar_one()
+    if bulk:
+        conn.execute(q["bulk_session_settings"])
+    stages.lap("scope")
 
-    records, scope_rows = _read_scope(conn)
+    records = _read_scope(conn)
     previous = {row.contact_id: (row.account_id, row.status) for row in conn.execute(q["scope_contacts"])}
-    link_started = time.perf_counter()
+    stages.lap("read")
     linkage = link(records, settings)
+    stages.lap("link")
     plan = _plan(conn, records, linkage, previous)
-    link_seconds = time.perf_counter() - link_started
+    without_contact = sum(1 for person in linkage.record_person if person < 0)
+    del records, linkage
+    stages.lap("plan")
 
     # Transaction 1: who is who. Contacts and accounts must be committed before the
     # second connection can reference them.
@@ -161,54 +181,18 @@ def _resolve(
     conn.execute(q["repoint_merged"])
     conn.execute(q["merge_accounts"])
     # Identifiers are decided over the whole scope (a shared value goes to one owner), then
-    # written per half by owner, so the two connections never wait on each other's keys.
+    # written per part by owner, so two connections never wait on each other's keys.
     conn.execute(q["identifier_values"])
     conn.execute(q["delete_stale_identifiers"])
-    second_half_identifiers = io.StringIO()
-    with _raw_cursor(conn) as cursor:
-        cursor.copy_expert(q["read_second_half_identifiers"].text, second_half_identifiers)
-    conn.execute(q["keep_first_half_identifiers"])
+    if bulk:
+        # In bulk mode transaction 2 writes only the history tables on either connection.
+        _write_locations(conn)
     conn.commit()
+    stages.lap("contacts")
 
-    # Transaction 2, on two connections (two cores), each for its half of the contacts so
-    # their row locks and unique keys never meet (the first connection waits for the second
-    # before committing, a wait PostgreSQL could not see as a deadlock): identifiers,
-    # activities, consents, inquiries, and the records marked resolved. This one also
-    # rebuilds the locations and takes the records without contact; it commits first. If
-    # the other fails after that, its records stay unresolved and the next run redoes them;
-    # nothing is ever resolved without its history.
-    # plan.assignment is in the order of scope_rows.
-    theirs_at = [i for i, row in enumerate(plan.assignment) if row[1] is not None and row[1] % 2 == 1]
-    theirs = [plan.assignment[i] for i in theirs_at]
-    their_scope = [scope_rows[i] for i in theirs_at]
-    mine = [row for row in plan.assignment if row[1] is None or row[1] % 2 == 0]
-    with engine.connect() as other, ThreadPoolExecutor(max_workers=1) as pool:
-        try:
-            other.execute(q["create_result"])
-            other.execute(q["create_scope"])
-            other.execute(q["create_identifiers"])
-            second_half_identifiers.seek(0)
-            with _raw_cursor(other) as cursor:
-                cursor.copy_expert(q["copy_identifiers"].text, second_half_identifiers)
-            written_there = pool.submit(
-                _write_history, other, theirs, [row for row in plan.contacts if row[0] % 2 == 1], their_scope
-            )
-            conn.execute(q["insert_locations"])
-            conn.execute(q["attach_locations"])
-            conn.execute(q["name_accounts"])
-            conn.execute(q["reset_result"])
-            written_here = _write_history(conn, mine, [row for row in plan.contacts if row[0] % 2 == 0], None)
-            there = written_there.result()
-            conn.commit()
-            other.commit()
-        finally:
-            pool.shutdown(wait=True)
-            other.rollback()
-            other.execute(q["drop_temp"])
-            other.commit()
-    identifiers, activities, consents, inquiries, resolved = (
-        a + b for a, b in zip(written_here, there, strict=True)
-    )
+    written, resolved = _write_history(engine, conn, plan, bulk)
+    stages.lap("history")
+    identifiers, activities, consents, inquiries = written
 
     return ResolutionSummary(
         batch_records=batch,
@@ -221,111 +205,240 @@ def _resolve(
         accounts_created=accounts_created,
         accounts_merged=len(plan.account_merges),
         records_resolved=resolved,
-        records_without_contact=sum(1 for person in linkage.record_person if person < 0),
-        guarded_links_refused=linkage.guarded_links_refused,
+        records_without_contact=without_contact,
+        guarded_links_refused=plan.guarded_links_refused,
         identifiers_written=identifiers,
         activities_written=activities,
         consents_written=consents,
         inquiries_written=inquiries,
-        link_seconds=round(link_seconds, 3),
+        link_seconds=stages.seconds["link"],
+        bulk=bulk,
+        stage_seconds=stages.seconds,
         elapsed_seconds=round(time.perf_counter() - started, 3),
     )
 
 
 def _write_history(
-    conn: Connection,
-    assignment: list[tuple[int, int | None, int | None]],
-    contacts: list[tuple],
-    scope_rows: list[tuple[int, str, str]] | None,
-) -> tuple[int, int, int, int, int]:
-    """Identifiers, activities, consents and inquiries of the assigned records, and the
-    records marked resolved, in an open transaction of `conn` that the caller commits;
-    returns how many of each were written. `scope_rows`: (record_id, changed_at, is_new) as
-    read, for a second connection that has no scope of its own."""
+    engine: Engine, conn: Connection, plan: _Plan, bulk: bool
+) -> tuple[tuple[int, int, int, int], int]:
+    """Transaction 2, on `conn` and a second connection (two cores) whose work never meets.
+    Row by row, each writes the identifiers, activities, consents and inquiries of its half
+    of the contacts (by contact id parity), and `conn` also rebuilds the locations. In bulk
+    mode the second connection writes core.activity while `conn` writes the records'
+    contacts, and `conn` writes identifiers, consents and inquiries once the second has
+    committed: both take a key-share lock on every contact they reference, and two open
+    transactions locking the same row make PostgreSQL build a multixact per row.
+    `conn` writes every record's contact and takes the batch off the queue (mark_records)
+    and commits after the second connection: a record never leaves the queue without its
+    history; if `conn` fails after the other committed, the next run redoes the batch.
+    Returns how many identifiers, activities, consents and inquiries were written, and how
+    many records left the queue."""
     q = queries(SQL)
-    _copy_in(conn, "copy_assignment", assignment)
-    _copy_in(conn, "copy_contacts", contacts)
-    if scope_rows is not None:
-        _copy_in(conn, "copy_scope", scope_rows)
-    conn.execute(q["analyze_result"])
-    identifiers = conn.execute(q["upsert_identifiers"]).scalar_one()
-    activities = conn.execute(q["upsert_activities"]).scalar_one()
-    consents = conn.execute(q["upsert_consents"]).scalar_one()
-    inquiries = conn.execute(q["upsert_inquiries"]).scalar_one()
-    resolved = conn.execute(q["mark_records"]).scalar_one()
-    return identifiers, activities, consents, inquiries, resolved
+    with engine.connect() as other, ThreadPoolExecutor(max_workers=1) as pool:
+        try:
+            other.execute(q["create_result"])
+            if bulk:
+                other.execute(q["bulk_session_settings"])
+                _copy_in(other, "copy_assignment", [row for row in plan.assignment if row[1] is not None])
+                other.execute(q["analyze_result"])
+                # Takes its table lock before `conn` takes records off the queue, so it
+                # never waits for a session that waits for `conn`.
+                other.execute(
+                    q["bulk_drop_secondary"],
+                    {"tables": ["core.activity"], "unique_tables": ["core.activity"]},
+                )
+                there = pool.submit(_write_activities_in_bulk, other)
+                conn.execute(
+                    q["bulk_drop_secondary"],
+                    {"tables": ["core.identifier", "ingest.record_contact"], "unique_tables": []},
+                )
+                resolved = conn.execute(q["mark_records"]).scalar_one()
+                written_there = there.result()
+                other.commit()
+                skipped = conn.execute(q["bulk_skip_key_checks"]).scalar_one()
+                written_here = _upsert_history(conn, parts=1, part=0, activities=False)
+                if skipped:
+                    conn.execute(
+                        q["bulk_check_keys"], {"tables": ["core.identifier", "core.consent", "core.inquiry"]}
+                    )
+                conn.execute(q["bulk_restore_secondary"])
+            else:
+                other.execute(q["create_identifiers"])
+                identifiers = io.StringIO()
+                with _raw_cursor(conn) as cursor:
+                    cursor.copy_expert(q["read_second_half_identifiers"].text, identifiers)
+                identifiers.seek(0)
+                with _raw_cursor(other) as cursor:
+                    cursor.copy_expert(q["copy_identifiers"].text, identifiers)
+                _copy_in(
+                    other,
+                    "copy_assignment",
+                    [row for row in plan.assignment if row[1] is not None and row[1] % 2 == 1],
+                )
+                other.execute(q["analyze_result"])
+                there = pool.submit(_upsert_history, other, parts=2, part=1)
+                _write_locations(conn)
+                written_here = _upsert_history(conn, parts=2, part=0)
+                resolved = conn.execute(q["mark_records"]).scalar_one()
+                written_there = there.result()
+                other.commit()
+            conn.commit()
+            written = tuple(a + b for a, b in zip(written_here, written_there, strict=True))
+        finally:
+            pool.shutdown(wait=True)
+            other.rollback()
+            other.execute(q["drop_temp"])
+            other.commit()
+    return written, resolved
+
+
+def _write_locations(conn: Connection) -> None:
+    q = queries(SQL)
+    conn.execute(q["insert_locations"])
+    conn.execute(q["attach_locations"])
+    conn.execute(q["name_accounts"])
+
+
+def _write_activities_in_bulk(conn: Connection) -> tuple[int, int, int, int]:
+    """Every activity of the assigned records into core.activity, whose secondary indexes
+    and natural key bulk_drop_secondary took away, then rebuilt; its foreign keys checked
+    set-based where the role may skip the per-row checks (bulk_skip_key_checks). Returns
+    the counts as `_upsert_history` does."""
+    q = queries(SQL)
+    skipped = conn.execute(q["bulk_skip_key_checks"]).scalar_one()
+    activities = conn.execute(q["bulk_upsert_activities"]).scalar_one()
+    if skipped:
+        conn.execute(q["bulk_check_keys"], {"tables": ["core.activity"]})
+    conn.execute(q["bulk_restore_secondary"])
+    return 0, activities, 0, 0
+
+
+def _upsert_history(
+    conn: Connection, *, parts: int, part: int, activities: bool = True
+) -> tuple[int, int, int, int]:
+    """Identifiers, activities (unless not `activities`), consents and inquiries of the
+    contacts of part `part` of `parts` among the assigned records (id_assign), in an open
+    transaction of `conn` that the caller commits; returns how many of each were inserted
+    or changed."""
+    q = queries(SQL)
+    which = {"parts": parts, "part": part}
+    return (
+        conn.execute(q["upsert_identifiers"], which).scalar_one(),
+        conn.execute(q["upsert_activities"], which).scalar_one() if activities else 0,
+        conn.execute(q["upsert_consents"], which).scalar_one(),
+        conn.execute(q["upsert_inquiries"], which).scalar_one(),
+    )
+
+
+class _Stages:
+    """Seconds per stage of a run, each measured from the end of the previous one."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.seconds[stage] = round(now - self._last, 3)
+        self._last = now
 
 
 def _raw_cursor(conn: Connection):
     return conn.connection.dbapi_connection.cursor()
 
 
-def _read_scope(conn: Connection) -> tuple[ScopeRecords, list[tuple[int, str, str]]]:
-    """The records in scope as columns, and their (record_id, changed_at, is_new) as read."""
-    buffer = io.StringIO()
+def _read_scope(conn: Connection) -> ScopeRecords:
+    """The records in scope as columns (see read_scope), streamed: COPY hands over one row
+    at a time, and every `_ScopeReader.CHUNK` rows are parsed into the columns, so no more
+    than one chunk of raw rows is ever held."""
+    reader = _ScopeReader()
     with _raw_cursor(conn) as cursor:
-        cursor.copy_expert(queries(SQL)["read_scope"].text, buffer)
-    buffer.seek(0)
-    rows = list(csv.reader(buffer))
-    records = ScopeRecords()
-    if not rows:
-        return records, []
-    (
-        record_id,
-        source_system,
-        contact_id,
-        first_name,
-        last_name,
-        birth_date,
-        postal_code,
-        street,
-        email,
-        phone,
-        loyalty_card,
-        booking_ref,
-        crm_contact_id,
-        crm_account_id,
-        source_customer_id,
-        order_ref,
-        cookie_id,
-        main_guest,
-        company_account,
-        occurred_on,
-        ended_on,
-        changed_at,
-        is_new,
-    ) = zip(*rows, strict=True)
+        cursor.copy_expert(queries(SQL)["read_scope"].text, reader)
+    reader.flush()
+    return reader.records
 
-    def optional(column: tuple[str, ...]) -> list[str | None]:
-        return [value or None for value in column]
 
-    records.record_id = [int(v) for v in record_id]
-    records.source_system = list(source_system)
-    records.prev_contact_id = [int(v) if v else None for v in contact_id]
-    records.first_name = [name_key(v) for v in first_name]
-    records.last_name = [name_key(v) for v in last_name]
-    records.birth_date = optional(birth_date)
-    records.postal_code = optional(postal_code)
-    records.address = [address_key(p, s) for p, s in zip(postal_code, street, strict=True)]
-    records.email = optional(email)
-    records.phone = optional(phone)
-    records.loyalty_card = optional(loyalty_card)
-    records.booking_ref = optional(booking_ref)
-    records.crm_contact_id = optional(crm_contact_id)
-    records.crm_account_id = optional(crm_account_id)
-    records.source_customer_id = optional(source_customer_id)
-    records.order_ref = optional(order_ref)
-    records.cookie_id = optional(cookie_id)
-    records.main_guest = [v == "t" for v in main_guest]
-    records.company_account = [v == "t" for v in company_account]
-    records.occurred_on = optional(occurred_on)
-    records.ended_on = optional(ended_on)
-    scope_rows = list(zip(records.record_id, changed_at, is_new, strict=True))
-    return records, scope_rows
+def _optional(column: tuple[str, ...]) -> list[str | None]:
+    return [value or None for value in column]
+
+
+def _interned(column: tuple[str, ...]) -> list[str | None]:
+    """`column` with every value shared between equal rows: source systems, days and
+    postcodes repeat across records and would otherwise be one string object per row."""
+    return [sys.intern(value) if value else None for value in column]
+
+
+class _ScopeReader(io.TextIOBase):
+    """A file-like target of COPY TO STDOUT (CSV): takes rows as they arrive and parses
+    them a chunk at a time into `records`. A text stream, so psycopg2 hands over str."""
+
+    CHUNK = 50_000
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records = ScopeRecords()
+        self._rows: list[str] = []
+
+    def write(self, row: str) -> int:
+        self._rows.append(row)
+        if len(self._rows) >= self.CHUNK:
+            self.flush()
+        return len(row)
+
+    def flush(self) -> None:
+        if not self._rows:
+            return
+        (
+            record_id,
+            source_system,
+            contact_id,
+            first_name,
+            last_name,
+            birth_date,
+            postal_code,
+            street,
+            email,
+            phone,
+            loyalty_card,
+            booking_ref,
+            crm_contact_id,
+            crm_account_id,
+            source_customer_id,
+            order_ref,
+            cookie_id,
+            main_guest,
+            company_account,
+            occurred_on,
+            ended_on,
+        ) = zip(*csv.reader(self._rows), strict=True)
+        self._rows = []
+        records = self.records
+        records.record_id.extend(map(int, record_id))
+        records.source_system.extend(_interned(source_system))
+        records.prev_contact_id.extend(int(v) if v else None for v in contact_id)
+        records.first_name.extend(map(name_key, first_name))
+        records.last_name.extend(map(name_key, last_name))
+        records.birth_date.extend(_interned(birth_date))
+        records.postal_code.extend(_interned(postal_code))
+        records.address.extend(map(address_key, postal_code, street))
+        records.email.extend(_optional(email))
+        records.phone.extend(_optional(phone))
+        records.loyalty_card.extend(_optional(loyalty_card))
+        records.booking_ref.extend(_optional(booking_ref))
+        records.crm_contact_id.extend(_optional(crm_contact_id))
+        records.crm_account_id.extend(_optional(crm_account_id))
+        records.source_customer_id.extend(_optional(source_customer_id))
+        records.order_ref.extend(_optional(order_ref))
+        records.cookie_id.extend(_optional(cookie_id))
+        records.main_guest.extend(v == "t" for v in main_guest)
+        records.company_account.extend(v == "t" for v in company_account)
+        records.occurred_on.extend(_interned(occurred_on))
+        records.ended_on.extend(_interned(ended_on))
 
 
 @dataclass(slots=True)
 class _Plan:
+    guarded_links_refused: int
     assignment: list[tuple[int, int | None, int | None]]
     contacts: list[tuple[int, int, str, bool]]
     contact_merges: list[tuple[int, int]]
@@ -427,7 +540,9 @@ def _plan(
         (account_ids[h], "company" if linkage.household_company[h] else "household", account_new[h])
         for h in range(households)
     ]
-    return _Plan(assignment, contacts, contact_merges, accounts, account_merges)
+    return _Plan(
+        linkage.guarded_links_refused, assignment, contacts, contact_merges, accounts, account_merges
+    )
 
 
 def _copy_in(conn: Connection, statement: str, rows: list[tuple]) -> None:

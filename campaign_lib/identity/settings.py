@@ -52,6 +52,13 @@ class IdentitySettings:
     household_by_last_name_and_address
         Put people with the same last name at the same address into one household account when
         the CRM does not say otherwise.
+    bulk_min_records
+        A run whose scope holds at least this many records, and at least as many as already
+        have a contact (an initial build, a rebuild), writes in bulk mode: secondary indexes and
+        foreign keys of the history tables are dropped and rebuilt around the writes, on one
+        connection that locks those tables until it commits (docs/adr/0006-identity-bulk-build.md).
+        Below it, a batch is written row by row into the indexed tables and takes no table
+        lock: 100,000 keeps every incremental run of a day's files on that path.
     """
 
     guard_first_name_max_edits: int = 1
@@ -65,3 +72,4 @@ class IdentitySettings:
     in_house_name_enabled: bool = True
     unique_name_enabled: bool = True
     household_by_last_name_and_address: bool = True
+    bulk_min_records: int = 100_000
