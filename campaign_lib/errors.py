@@ -3,10 +3,11 @@
     KmsError
     ├── ConfigError                  a setting or definition is missing or invalid
     ├── DatabaseError                the campaign database cannot be reached, started or migrated
-    └── IngestError                  a source cannot be read; permanent unless a subclass says otherwise
-        ├── SourceUnavailableError   transient: server down, connection dropped; worth a retry
-        ├── HostKeyError             permanent: the server's host key is unknown or has changed
-        └── FileRejected             permanent: a file fails a file-level check and is quarantined whole
+    ├── IngestError                  a source cannot be read; permanent unless a subclass says otherwise
+    │   ├── SourceUnavailableError   transient: server down, connection dropped; worth a retry
+    │   ├── HostKeyError             permanent: the server's host key is unknown or has changed
+    │   └── FileRejected             permanent: a file fails a file-level check and is quarantined whole
+    └── SelectionError               a selection is invalid, a parameter value wrong, or its query fails
 
 Every expected failure raises a subclass of KmsError with a message a user can act
 on; the `kms` command line prints that message on one line and exits non-zero.
@@ -40,3 +41,8 @@ class HostKeyError(IngestError):
 class FileRejected(IngestError):
     """A file fails a file-level check (header, encoding, truncation, shrink, quality gate);
     it is quarantined whole and nothing of it is merged."""
+
+
+class SelectionError(KmsError):
+    """A selection cannot be used: its file has a mistake (the message names the file, the place
+    and the problem), a parameter value does not fit, or its query was refused; permanent."""
