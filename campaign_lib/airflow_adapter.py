@@ -11,6 +11,7 @@ from campaign_lib.db import make_engine
 
 CAMPAIGN_DB_CONN_ID = "kms_db"
 SFTP_CONN_ID = "kms_sftp"
+AIRFLOW_API_CONN_ID = "kms_airflow_api"
 
 
 def campaign_database_url(conn_id: str = CAMPAIGN_DB_CONN_ID) -> URL:
@@ -45,3 +46,18 @@ def sftp_settings(conn_id: str = SFTP_CONN_ID):
     return SftpSettings.from_airflow_connection_fields(
         conn.host, conn.port, conn.login, conn.password, conn.extra_dejson, conn_id=conn_id
     )
+
+
+def leave_run_note(dag_id: str, run_id: str, note: str, conn_id: str = AIRFLOW_API_CONN_ID) -> str:
+    """Write `note` on a DAG run through the API server named by an Airflow connection;
+    returns a line for the task log. Never raises: without the connection it says so."""
+    from airflow.sdk import BaseHook
+    from airflow.sdk.exceptions import AirflowNotFoundException
+
+    from campaign_lib.campaign.run_note_api import leave_note
+
+    try:
+        api = BaseHook.get_connection(conn_id)
+    except AirflowNotFoundException:
+        api = None
+    return leave_note(api, dag_id, run_id, note)

@@ -6,6 +6,8 @@
     kms generate --guests N ...        the resort's source-system exports
     kms identity resolve|evaluate      the single customer view and its quality
     kms api serve | key create|revoke|list   the real-time ingest API and its keys
+    kms selection list|validate|preview      target groups (selections/) and their waterfall
+    kms campaign list|validate [FILE...]     campaign definitions (campaigns/)
     kms demo                           the main job on the embedded default
 
 An expected failure prints one line on stderr and exits 1; a usage error exits 2.
@@ -266,6 +268,92 @@ def _when(moment) -> str:
     return moment.strftime("%Y-%m-%d %H:%M") if moment else "-"
 
 
+def _selection_list(_args: argparse.Namespace) -> None:
+    from campaign_lib.selection import SelectionError, list_selections, load_selection
+
+    for name in list_selections():
+        try:
+            selection = load_selection(name)
+        except SelectionError as exc:
+            print(f"{name:<40} INVALID: {exc}")
+            continue
+        params = ", ".join(selection.params) or "no parameters"
+        print(f"{name:<40} {selection.kind:<5} {selection.version}  {params}  {selection.description}")
+
+
+def _selection_validate(args: argparse.Namespace) -> None:
+    from campaign_lib.selection import SelectionError, list_selections, load_selection
+
+    problems = []
+    for name in args.names or list_selections():
+        try:
+            load_selection(name)
+        except SelectionError as exc:
+            problems.append(str(exc))
+        else:
+            print(f"{name}: valid")
+    if problems:
+        raise KmsError("\n".join(problems))
+
+
+def _parse_params(pairs: list[str]) -> dict[str, str]:
+    params = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise KmsError(f"--param takes name=value, not {pair!r}")
+        params[key] = value
+    return params
+
+
+def _selection_preview(args: argparse.Namespace) -> None:
+    import time
+
+    from campaign_lib.campaign.runs import preview
+
+    params = _parse_params(args.param)
+    engine = _campaign_engine()
+    try:
+        started = time.perf_counter()
+        waterfall = preview(engine, args.name, params, args.campaign)
+        elapsed = time.perf_counter() - started
+    finally:
+        engine.dispose()
+    print(waterfall.as_text())
+    print(f"({elapsed:.2f} s, nothing written)")
+
+
+def _campaign_list(_args: argparse.Namespace) -> None:
+    from campaign_lib.campaign.definition import load_campaigns
+
+    valid, invalid = load_campaigns()
+    for name, loaded in valid.items():
+        c = loaded.campaign
+        print(
+            f"{name:<34} {c.dag_id:<46} selection {c.selection.name}; {', '.join(c.channels)}; "
+            f"schedule {c.schedule or 'none'}"
+        )
+    for path in invalid:
+        print(f"{path.stem:<34} INVALID (kms campaign validate {path})")
+
+
+def _campaign_validate(args: argparse.Namespace) -> None:
+    from campaign_lib.campaign.definition import campaigns_folder, load_campaign, shown_path
+    from campaign_lib.campaign.references import checked_selection
+
+    paths = [Path(f) for f in args.files] or sorted(campaigns_folder().glob("*.y*ml"))
+    problems = []
+    for path in paths:
+        try:
+            checked_selection(load_campaign(path))
+        except KmsError as exc:
+            problems.append(str(exc))
+        else:
+            print(f"{shown_path(path)}: valid")
+    if problems:
+        raise KmsError("\n".join(problems))
+
+
 def _demo(args: argparse.Namespace) -> None:
     from campaign_lib import demo
     from campaign_lib.db import make_engine, open_databases
@@ -343,6 +431,29 @@ def build_parser() -> argparse.ArgumentParser:
     revoke.add_argument("key_id")
     revoke.set_defaults(func=_api_key_revoke)
     key.add_parser("list", help="list keys (never their secrets)").set_defaults(func=_api_key_list)
+
+    selection = commands.add_parser("selection", help="target groups (selections/)").add_subparsers(
+        dest="selection_command", required=True, parser_class=_Parser
+    )
+    selection.add_parser("list", help="every selection with its kind, version and parameters").set_defaults(
+        func=_selection_list
+    )
+    validate = selection.add_parser("validate", help="check selection files (default: all)")
+    validate.add_argument("names", nargs="*")
+    validate.set_defaults(func=_selection_validate)
+    preview = selection.add_parser("preview", help="print a selection's waterfall; writes nothing")
+    preview.add_argument("name")
+    preview.add_argument("--param", action="append", default=[], help="name=value (repeatable)")
+    preview.add_argument("--campaign", help="apply this campaign's funnel (channels, consent, control ...)")
+    preview.set_defaults(func=_selection_preview)
+
+    campaign = commands.add_parser("campaign", help="campaign definitions (campaigns/)").add_subparsers(
+        dest="campaign_command", required=True, parser_class=_Parser
+    )
+    campaign.add_parser("list", help="every definition with its DAG").set_defaults(func=_campaign_list)
+    check = campaign.add_parser("validate", help="check definitions and their references (default: all)")
+    check.add_argument("files", nargs="*")
+    check.set_defaults(func=_campaign_validate)
 
     demo = commands.add_parser("demo", help="the main job on the embedded default")
     demo.add_argument("--guests", type=int, default=DEMO_GUESTS)

@@ -27,6 +27,18 @@ HEAVY_MODULES = (
     "psycopg2",
 )
 
+# The campaign definition module is built to be read at parse time (yaml and pydantic, both
+# loaded by Airflow already): the factory and the ad-hoc form read the folders with it.
+PARSE_TIME_MODULES = {
+    "campaign_lib",
+    "campaign_lib.errors",
+    "campaign_lib.campaign",
+    "campaign_lib.campaign.definition",
+    "campaign_lib.campaign.settings",
+}
+# Holds no DAG: it reports invalid campaign definitions as its import error (ADR 0009).
+REPORTING_FILES = {"kms_campaign_definitions.py"}
+
 # Runs in a fresh interpreter so that what each DAG file imports can be seen; Airflow's
 # SDK is imported first, as the DAG processor has it loaded already.
 _PROBE = """
@@ -60,13 +72,19 @@ def parse_report() -> dict[str, dict]:
 
 def test_every_dag_file_imports_without_errors(dagbag) -> None:
     assert dagbag.import_errors == {}
-    assert {dag.fileloc for dag in dagbag.dags.values()} == {str(path) for path in DAG_FILES}
+    assert {dag.fileloc for dag in dagbag.dags.values()} == {
+        str(path) for path in DAG_FILES if path.name not in REPORTING_FILES
+    }
 
 
 @pytest.mark.parametrize("path", DAG_FILES, ids=lambda path: path.name)
 def test_dag_file_parses_in_under_a_second_without_heavy_imports(parse_report, path) -> None:
     report = parse_report[str(path)]
-    heavy = [name for name in report["new_modules"] if name.split(".")[0] in HEAVY_MODULES]
+    heavy = [
+        name
+        for name in report["new_modules"]
+        if name.split(".")[0] in HEAVY_MODULES and name not in PARSE_TIME_MODULES
+    ]
     assert heavy == [], f"{path.name} imports at parse time: {heavy}"
     # A generous bound (thin files parse in ~0.02 s): it catches a DAG file doing real
     # work at the top level, not a slow machine.
