@@ -8,7 +8,7 @@ server would, serving a file of random bytes from a temporary folder. Each round
   baseline   paramiko defaults: `SFTPClient.get` (2 MiB window, 32 KiB packets and reads,
              unlimited prefetch thread), measured in this run;
   tuned      `SftpSource.download`: 64 MiB window, pipelined 128 KiB reads, 64 in flight,
-             plus what the connector does on top: sha256 while writing, fsync, rename;
+             AES-GCM, plus what the connector does on top: sha256 while writing, fsync, rename;
 
 and, once the rounds are done, variants that answer where the limit is: the tuned path with
 32 KiB packets, against a server with asyncssh's default window and packet size, and against a
@@ -231,6 +231,28 @@ def main() -> None:
             client.close()
             server.stop()
         results += [baseline, tuned]
+
+        ctr = Figures("tuned, but AES-CTR + HMAC (paramiko's choice)")
+        server = ChildServer(served)
+        run_tuned = _tuned(
+            SftpSettings(
+                host="127.0.0.1",
+                port=server.port,
+                username=USER,
+                password=PASSWORD,
+                known_hosts=server.known_hosts,
+                preferred_ciphers=(),
+            ),
+            remote_file,
+            out_dir,
+        )
+        try:
+            for _ in range(args.runs):
+                _measure(ctr, run_tuned, size, server.cpu_seconds)
+        finally:
+            run_tuned.close()  # type: ignore[attr-defined]
+            server.stop()
+        results.append(ctr)
 
         small_packets = Figures("tuned, but 32 KiB max packet (as OpenSSH asks)")
         server = ChildServer(served)

@@ -92,6 +92,11 @@ class SftpSettings:
     max_packet_size: int = 256 * 1024
     read_request_size: int = 128 * 1024
     max_requests_in_flight: int = 64
+    # Put first when the server offers them: AES-GCM encrypts and authenticates in one pass,
+    # where paramiko's own first choice, AES-CTR with a separate HMAC, costs more CPU per byte
+    # (bench/sftp.py: the server's CPU per 100 MiB 0.73 s -> 0.22 s, the client's 0.50 -> 0.37-0.44 s).
+    # A server without them gets paramiko's usual order.
+    preferred_ciphers: tuple[str, ...] = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
     conn_id: str = DEFAULT_CONN_ID
 
     def __post_init__(self) -> None:
@@ -379,6 +384,7 @@ class SftpSource:
                         channel_timeout=settings.timeout,
                         allow_agent=False,
                         look_for_keys=False,
+                        transport_factory=_transport_factory(settings.preferred_ciphers),
                     )
                 except paramiko.BadHostKeyException as exc:
                     raise HostKeyError(self._changed_key_message(exc.key, exc.expected_key)) from exc
@@ -402,7 +408,13 @@ class SftpSource:
             client.close()
             raise
         self._client, self._sftp = client, sftp
-        log.info("connected to SFTP server %s as %s", settings.address, settings.username)
+        log.info("connected to SFTP server %s as %s (%s)", settings.address, settings.username, self.cipher)
+
+    @property
+    def cipher(self) -> str | None:
+        """The cipher the server and we agreed on (AES-GCM when the server offers it), None when closed."""
+        transport = self._client.get_transport() if self._client is not None else None
+        return transport.local_cipher if transport is not None else None
 
     def close(self) -> None:
         """Close the connection (idempotent; a connection that already broke closes quietly)."""
@@ -650,6 +662,21 @@ class SftpSource:
             raise SourceUnavailableError(
                 f"{doing} on {where} failed: {_describe(exc)}; worth a retry"
             ) from exc
+
+
+def _transport_factory(preferred: tuple[str, ...]):
+    """Return sock -> paramiko Transport whose cipher preference starts with `preferred`
+    (those paramiko knows), followed by paramiko's own order."""
+
+    def transport(sock, **kwargs) -> paramiko.Transport:
+        made = paramiko.Transport(sock, **kwargs)
+        options = made.get_security_options()
+        known = tuple(options.ciphers)
+        first = tuple(cipher for cipher in preferred if cipher in known)
+        options.ciphers = (*first, *(cipher for cipher in known if cipher not in first))
+        return made
+
+    return transport
 
 
 def _read_answer(sftp: paramiko.SFTPClient, kind: int, msg: Message) -> bytes:

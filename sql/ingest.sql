@@ -21,11 +21,32 @@ where feed = :feed and status = 'merged' and ingest_file_id <> :file_id
 order by finished_at desc, ingest_file_id desc
 limit 1;
 
+-- name: unknown_references
+-- The source systems and activity types of a staged file that the core tables do not
+-- know, as "source system 'x'" / "activity type 'y'", sorted. ingest.record has no
+-- foreign keys for them (migration 0006): this one set-based check per file replaces a
+-- key lookup per row, and a file naming an unknown one is quarantined whole.
+with used as (
+    select distinct source_system, activity_type
+    from ingest.stage_record
+    where ingest_file_id = :file_id
+)
+
+select 'source system ' || quote_literal(u.source_system) as reference
+from (select distinct source_system from used) as u
+where not exists (select from core.source_system as s where s.source_system = u.source_system)
+union all
+select 'activity type ' || quote_literal(u.activity_type)
+from (select distinct activity_type from used where activity_type is not null) as u
+where not exists (select from core.activity_type as a where a.activity_type = u.activity_type)
+order by 1;
+
 -- name: merge_records
 -- Upserts the file's staged records into ingest.record by natural key and returns how
 -- many rows were inserted or changed. Unchanged rows are skipped by the IS DISTINCT
 -- FROM guard, so a redelivered or corrected file costs little and only what really
--- changed goes back to identity resolution (resolved_at = null).
+-- changed goes back to identity resolution: every inserted or changed record's id joins
+-- its work queue ingest.record_pending, in this same statement (migration 0004).
 with merged as (
     insert into ingest.record as r (
     source_system,
@@ -161,12 +182,18 @@ with merged as (
     inquiry_body = excluded.inquiry_body,
     feed = excluded.feed,
     ingest_file_id = excluded.ingest_file_id,
-    changed_at = now(),
-    resolved_at = null
+    changed_at = now()
     where (r.record_kind, r.salutation, r.first_name, r.last_name, r.birth_date, r.email, r.phone_e164, r.language, r.company_name, r.account_type, r.street, r.postal_code, r.city, r.country_code, r.address_valid_from, r.crm_contact_id, r.crm_account_id, r.source_customer_id, r.booking_ref, r.order_ref, r.loyalty_card, r.cookie_id, r.activity_type, r.occurred_at, r.ended_at, r.amount_cents, r.currency, r.quantity, r.product_sku, r.product_name, r.outlet, r.attributes, r.consent_channel, r.consent_purpose, r.consent_status, r.double_opt_in_at, r.inquiry_topic, r.inquiry_body)
         is distinct from (excluded.record_kind, excluded.salutation, excluded.first_name, excluded.last_name, excluded.birth_date, excluded.email, excluded.phone_e164, excluded.language, excluded.company_name, excluded.account_type, excluded.street, excluded.postal_code, excluded.city, excluded.country_code, excluded.address_valid_from, excluded.crm_contact_id, excluded.crm_account_id, excluded.source_customer_id, excluded.booking_ref, excluded.order_ref, excluded.loyalty_card, excluded.cookie_id, excluded.activity_type, excluded.occurred_at, excluded.ended_at, excluded.amount_cents, excluded.currency, excluded.quantity, excluded.product_sku, excluded.product_name, excluded.outlet, excluded.attributes, excluded.consent_channel, excluded.consent_purpose, excluded.consent_status, excluded.double_opt_in_at, excluded.inquiry_topic, excluded.inquiry_body)
-    returning 1
+    returning r.record_id
+),
+
+queued as (
+    insert into ingest.record_pending (record_id)
+    select record_id from merged
+    on conflict do nothing
 )
+
 select count(*) from merged;
 
 -- name: quarantine_rejected

@@ -16,7 +16,7 @@ from campaign_lib.generator.feeds import FEEDS
 from campaign_lib.ingest.feeds import load_feed, load_feeds
 from campaign_lib.ingest.parse import parse_file
 from campaign_lib.ingest.record import RejectedRow, SourceRecord
-from campaign_lib.ingest.sftp_ingest import register_source_system
+from campaign_lib.ingest.sftp_ingest import register_feed
 
 GENERATOR_FEEDS = {feed.name: feed for feed in FEEDS}
 
@@ -112,7 +112,15 @@ def _write(tmp_path: Path, text: str, name: str = "demo") -> Path:
         (("completeness: stable_size", "completeness: sometimes"), "sftp.completeness: Input should be"),
         (
             ("  amount_cents: {amount: price, currency: EUR}", "  activity_type: {constant: skydiving}"),
-            "mapping.activity_type: 'skydiving' is not a activity_type",
+            "mapping.activity_type: 'skydiving' is not a activity_type; one of: hotel_stay, ",
+        ),
+        (
+            ("mapping:", "activity_types: {Sky Diving: Jumps}\nmapping:"),
+            "activity_types.Sky Diving.[key]: String should match pattern",
+        ),
+        (
+            ("mapping:", "activity_types: {skydiving: ' '}\nmapping:"),
+            "activity_types: skydiving: give a description (what a campaign manager sees)",
         ),
     ],
     ids=[
@@ -131,6 +139,8 @@ def _write(tmp_path: Path, text: str, name: str = "demo") -> Path:
         "top-level-typo",
         "bad-completeness",
         "unknown-activity-type",
+        "activity-type-not-a-code",
+        "activity-type-without-description",
     ],
 )
 def test_a_mistake_names_file_field_and_problem(tmp_path, change, message):
@@ -189,6 +199,8 @@ def test_a_new_booking_system_needs_only_yaml(tmp_path):
         source_trust_rank: 45
         record_kind: spa_booking
         description: Bookings of the spa's own system, exported nightly.
+        activity_types:
+          spa_treatment: A treatment booked at the spa
         sftp: {folder: spa, pattern: "SPA_*.txt", completeness: done_marker}
         format:
           type: csv
@@ -212,7 +224,7 @@ def test_a_new_booking_system_needs_only_yaml(tmp_path):
           email: {email: Mail}
           phone_e164: {phone: Handy, region_from: Land}
           country_code: {country: Land}
-          activity_type: {map: Behandlung, values: {}, default: hotel_stay}
+          activity_type: {map: Behandlung, values: {}, default: spa_treatment}
           occurred_at: {datetime: Termin}
           amount_cents: {amount: Preis, currency: EUR}
           product_name: {text: Behandlung}
@@ -240,17 +252,63 @@ def test_a_new_booking_system_needs_only_yaml(tmp_path):
     assert record.occurred_at.isoformat() == "2025-03-30T10:30:00+02:00"
     assert record.product_name == "Hot Stone \u2013 Massage"
     assert record.booking_ref is None
+    assert record.activity_type == "spa_treatment"
     assert not isinstance(record, RejectedRow)
 
 
-def test_a_new_source_system_is_registered_when_its_feed_loads(clean_db) -> None:
+def test_an_activity_type_read_from_a_column_must_be_known(tmp_path):
+    """A column read as it is (not a value map) can hold anything: a row with an unknown type is refused."""
+    spec = load_feed(
+        _write(
+            tmp_path,
+            """\
+            name: demo
+            source_system: ticketing
+            record_kind: ticket
+            description: a test feed
+            activity_types: {skydiving: A tandem jump}
+            sftp: {folder: t, pattern: "t_*.csv", completeness: stable_size}
+            format: {type: csv, encoding: utf-8, delimiter: ","}
+            header: [id, day, kind]
+            natural_key: [id]
+            mapping:
+              occurred_at: {datetime: day, date_only: true}
+              activity_type: {text: kind}
+            """,
+        )
+    )
+    data = tmp_path / "t_1.csv"
+    data.write_text("id,day,kind\n1,2025-01-01,skydiving\n2,2025-01-01,bungee\n")
+    first, second = parse_file(spec, data)
+    assert isinstance(first, SourceRecord) and first.activity_type == "skydiving"
+    assert isinstance(second, RejectedRow)
+    assert second.reasons[0].startswith("activity_type 'bungee' is not one of hotel_stay, ")
+    assert second.reasons[0].endswith(", call, skydiving")
+
+
+def _forget_spa(engine) -> None:
+    with engine.begin() as conn:
+        conn.execute(text("delete from core.activity_type where activity_type = 'spa_treatment'"))
+        conn.execute(text("delete from core.source_system where source_system = 'spa_test'"))
+
+
+def test_a_new_source_system_and_its_activity_types_are_registered_when_its_feed_loads(
+    clean_db, request
+) -> None:
     crm = load_feeds()["crm_contacts"]
     spa = crm.model_copy(
-        update={"source_system": "spa_test", "source_name": "Spa booking system", "source_trust_rank": 45}
+        update={
+            "source_system": "spa_test",
+            "source_name": "Spa booking system",
+            "source_trust_rank": 45,
+            "activity_types": {"spa_treatment": "  A treatment booked at the spa ", "hotel_stay": "Renamed"},
+        }
     )
-    register_source_system(clean_db, spa)
-    register_source_system(clean_db, spa)
-    register_source_system(clean_db, crm)
+    register_feed(clean_db, spa)
+    register_feed(clean_db, spa)
+    register_feed(clean_db, crm)
+    # Reference rows outlive clean_db's truncation: remove this test's own afterwards.
+    request.addfinalizer(lambda: _forget_spa(clean_db))
     with clean_db.connect() as conn:
         rows = dict(
             conn.execute(
@@ -259,4 +317,17 @@ def test_a_new_source_system_is_registered_when_its_feed_loads(clean_db) -> None
                 )
             ).all()
         )
+        types = dict(
+            conn.execute(
+                text(
+                    "select activity_type, description from core.activity_type "
+                    "where activity_type in ('spa_treatment', 'hotel_stay')"
+                )
+            ).all()
+        )
     assert rows == {"spa_test": 45, "crm": 90}
+    # A new type gets its description; a built-in one keeps its own.
+    assert types == {
+        "spa_treatment": "A treatment booked at the spa",
+        "hotel_stay": "A hotel reservation (arrival to departure)",
+    }

@@ -151,3 +151,37 @@ def test_a_changed_host_key_fails_fast_without_sending_credentials(
     assert server.auth_attempts == []
     with clean_db.connect() as conn:
         assert conn.execute(text("select count(*) from ingest.file")).scalar_one() == 0
+
+
+def test_the_demo_loads_all_feeds_in_worker_processes_largest_first(
+    sftp, generated: Path, clean_db: Engine, kms_url
+) -> None:
+    """`ingest_all` (demo and benchmark): two feeds at a time in processes of their own, as Airflow
+    runs its tasks; every row accounted for, outcomes in the feeds' order."""
+    from campaign_lib.demo import ingest_all
+    from campaign_lib.ingest.sftp_ingest import waiting_bytes
+    from connectors.sftp import SftpSettings
+
+    server, root = sftp
+    connection = json.loads(os.environ["AIRFLOW_CONN_KMS_SFTP"])
+    settings = SftpSettings(
+        host="127.0.0.1",
+        port=server.port,
+        username=USER,
+        password=connection["password"],
+        known_hosts=server.known_hosts_line(),
+    )
+    feeds = load_feeds()
+    sizes = waiting_bytes(settings, feeds)
+    assert sizes == {
+        name: sum(p.stat().st_size for p in (root / spec.sftp.folder).iterdir() if spec.matches(p.name))
+        for name, spec in feeds.items()
+    }
+
+    outcomes = ingest_all(kms_url, settings, feeds)
+
+    assert [o.feed for o in outcomes] == sorted((o.feed for o in outcomes), key=list(feeds).index)
+    expected = manifest_rows(generated)
+    assert {feed: received for feed, (received, _, _) in ledger(clean_db).items()} == expected
+    assert sum(o.rows_loaded + o.rows_quarantined for o in outcomes) == sum(expected.values())
+    assert not [p for p in root.rglob("*") if p.is_file() and p.parent.name != "processed"]

@@ -67,7 +67,7 @@ def test_a_file_loads_and_is_accounted_for(clean_db: Engine, kms_url: URL) -> No
         1,
     )
     assert result.records_changed == 2
-    assert scalar(clean_db, "select count(*) from ingest.record where resolved_at is null") == 2
+    assert scalar(clean_db, "select count(*) from ingest.record_pending") == 2
     assert scalar(clean_db, "select reasons from ingest.quarantine where line_number = 4") == [
         "negative amount",
         "closed_at: not a date",
@@ -92,14 +92,16 @@ def test_the_same_content_twice_is_a_no_op(clean_db: Engine, kms_url: URL) -> No
 def test_a_corrected_file_updates_by_natural_key(clean_db: Engine, kms_url: URL) -> None:
     load(clean_db, kms_url, [receipt(1), receipt(2)])
     with clean_db.begin() as conn:
-        conn.execute(text("update ingest.record set resolved_at = now()"))
+        conn.execute(text("delete from ingest.record_pending"))
 
     corrected = load(clean_db, kms_url, [receipt(1), receipt(2, amount=990)], sha="b")
 
     assert corrected.records_changed == 1
     assert scalar(clean_db, "select count(*) from ingest.record") == 2
     assert scalar(clean_db, "select amount_cents from ingest.record where source_key = 'R11-2'") == 990
-    assert scalar(clean_db, "select count(*) from ingest.record where resolved_at is null") == 1
+    assert scalar(clean_db, "select record_id from ingest.record_pending") == scalar(
+        clean_db, "select record_id from ingest.record where source_key = 'R11-2'"
+    )
 
 
 def test_hostile_text_is_stored_as_data(clean_db: Engine, kms_url: URL) -> None:
@@ -156,6 +158,37 @@ def test_the_quality_gate_quarantines_a_file_that_breaks_the_contract(
     assert failure in result.error
     assert scalar(clean_db, "select count(*) from ingest.record") == 0
     assert scalar(clean_db, "select status from ingest.file") == "quarantined"
+
+
+def test_a_file_naming_an_unknown_source_system_or_activity_type_is_quarantined_whole(
+    clean_db: Engine, kms_url: URL
+) -> None:
+    """ingest.record has no per-row foreign keys: one check per file stands in for them."""
+    rows = [
+        receipt(1),
+        receipt(2, activity_type="mud_bath"),
+        receipt(3, activity_type="mud_bath", source_system="thermal_baths"),
+    ]
+    result = load(clean_db, kms_url, rows)
+    assert result.status == "quarantined"
+    assert (
+        result.error == "unknown to the core tables: activity type 'mud_bath', source system 'thermal_baths'"
+    )
+    assert scalar(clean_db, "select count(*) from ingest.record") == 0
+
+    # Reference rows outlive clean_db's truncation: remove this test's own afterwards.
+    with clean_db.begin() as conn:
+        conn.execute(text("insert into core.activity_type values ('mud_bath', 'A mud bath')"))
+    try:
+        registered = load(clean_db, kms_url, rows[:2], sha="b")
+        assert (registered.status, registered.rows_loaded) == ("merged", 2)
+        assert scalar(clean_db, "select activity_type from ingest.record where source_key = 'R11-2'") == (
+            "mud_bath"
+        )
+    finally:
+        with clean_db.begin() as conn:
+            conn.execute(text("truncate ingest.record"))
+            conn.execute(text("delete from core.activity_type where activity_type = 'mud_bath'"))
 
 
 def test_a_value_that_does_not_fit_the_staging_schema_rejects_the_file(
@@ -256,7 +289,7 @@ def test_the_one_pass_gate_agrees_with_great_expectations(clean_db: Engine, kms_
 
 
 def test_the_compiled_copy_line_matches_the_generic_serialisation() -> None:
-    from campaign_lib.ingest.load import _copy_value, _record_line
+    from campaign_lib.ingest.load import _copy_value, _line_function
     from campaign_lib.ingest.record import RECORD_COLUMNS
 
     tricky = "Tab\tand\nnewline\r \\ backslash ü"
@@ -267,7 +300,7 @@ def test_the_compiled_copy_line_matches_the_generic_serialisation() -> None:
         receipt(4, amount="12", line_number="5"),  # a wrong type still serialises as before
     ]
     for row in rows:
-        assert _record_line(row) == "\t".join(_copy_value(getattr(row, name)) for name in RECORD_COLUMNS)
+        assert _line_function()(row) == "\t".join(_copy_value(getattr(row, name)) for name in RECORD_COLUMNS)
 
 
 @pytest.mark.parametrize("gate", ["great_expectations", "sql"])

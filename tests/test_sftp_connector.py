@@ -274,6 +274,8 @@ def test_download_is_complete_and_verified(
     with SftpSource(settings) as source:
         [remote_file] = source.list_complete(FEED, "*.csv", "done_marker")
         local = source.download(remote_file, local_dir)
+        # AES-GCM: encryption and integrity in one pass, the cheapest cipher for the client.
+        assert source.cipher == "aes128-gcm@openssh.com"
 
     assert local.path == local_dir / name
     assert (local.size, local.sha256) == (size, hashlib.sha256(content).hexdigest())

@@ -45,13 +45,16 @@ from campaign_lib.ingest.standardise import ISO8601
 
 FEEDS_DIR = PROJECT_ROOT / "feeds"
 
-# Values that reference tables and enums of the schema accept (sql/migrations 0001).
+# Values that reference tables and enums of the schema accept (sql/migrations 0001). A feed
+# may add a source system (`source_system` with `source_name`) and activity types
+# (`activity_types`); they are registered in the core tables when the feed loads.
 SOURCE_SYSTEMS = ("crm", "hotel_pms", "restaurant_pos", "shop_pos", "ticketing", "website")
 ACTIVITY_TYPES = (
     "hotel_stay", "restaurant_bill", "bar_bill", "shop_purchase", "water_park_ticket",
     "dolphinarium_ticket", "web_registration", "web_login", "web_page_view", "newsletter_signup",
     "comment", "rating", "call",
 )  # fmt: skip
+ACTIVITY_TYPE_PATTERN = r"^[a-z][a-z0-9_]{1,62}$"  # core.activity_type's check
 ACCOUNT_TYPES = ("household", "company")
 CHANNELS = ("email", "sms", "push", "phone", "post")
 CONSENT_STATUSES = ("opt_in", "opt_out")
@@ -65,7 +68,6 @@ DATE_FIELDS = frozenset({"birth_date", "address_valid_from"})
 DATETIME_FIELDS = frozenset({"occurred_at", "ended_at", "double_opt_in_at"})
 # Which values a field of the schema accepts, checked against constants and value maps.
 ENUM_FIELDS = {
-    "activity_type": ACTIVITY_TYPES,
     "account_type": ACCOUNT_TYPES,
     "consent_channel": CHANNELS,
     "consent_status": CONSENT_STATUSES,
@@ -360,6 +362,11 @@ class FeedSpec(_Strict):
     )
     record_kind: str = Field(pattern=r"^[a-z][a-z_]*$")
     description: str
+    activity_types: dict[Annotated[str, Field(pattern=ACTIVITY_TYPE_PATTERN)], str] = Field(
+        default={},
+        description="activity types this feed introduces, name → description; registered in "
+        "core.activity_type when the feed loads (the built-in ones need no entry)",
+    )
     sftp: SftpSpec
     format: FormatSpec
     header: tuple[str, ...] = Field(min_length=1)
@@ -368,6 +375,19 @@ class FeedSpec(_Strict):
     snapshot: SnapshotSpec = SnapshotSpec()
     mapping: dict[str, FieldMappings]
     attributes: dict[str, FieldMappings] = {}
+
+    @field_validator("activity_types")
+    @classmethod
+    def _described(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, description in value.items():
+            if not description.strip():
+                raise ValueError(f"{name}: give a description (what a campaign manager sees)")
+        return value
+
+    @property
+    def known_activity_types(self) -> tuple[str, ...]:
+        """The activity types this feed's records may carry: the built-in ones and its own."""
+        return (*ACTIVITY_TYPES, *(name for name in self.activity_types if name not in ACTIVITY_TYPES))
 
     def matches(self, file_name: str) -> bool:
         """Whether a file of this name (a bare name or a path; folders are ignored) belongs to the feed."""
@@ -479,7 +499,7 @@ def _cross_check(spec: FeedSpec) -> list[str]:
         for index, entry in enumerate(entries):
             where = f"mapping.{field}" + (f".{index}" if len(entries) > 1 else "")
             check_columns(where, entry)
-            problems.extend(f"{where}: {problem}" for problem in _fit(field, entry))
+            problems.extend(f"{where}: {problem}" for problem in _fit(field, entry, spec))
     for name, entries in spec.attributes.items():
         if name == "invalid":
             problems.append("attributes.invalid: the name 'invalid' is kept for dropped values")
@@ -490,8 +510,8 @@ def _cross_check(spec: FeedSpec) -> list[str]:
     return problems
 
 
-def _fit(field: str, entry: _Converter) -> list[str]:
-    """Problems of putting `entry`'s value into SourceRecord `field`."""
+def _fit(field: str, entry: _Converter, spec: FeedSpec) -> list[str]:
+    """Problems of putting `entry`'s value into SourceRecord `field` of `spec`'s records."""
     converter = next(name for name, cls in CONVERTERS.items() if type(entry) is cls)
     if field in DATE_FIELDS:
         allowed: tuple[type, ...] = _DATE_CONVERTERS
@@ -509,7 +529,7 @@ def _fit(field: str, entry: _Converter) -> list[str]:
     problems = _options(entry)
     if isinstance(entry, BirthDateConverter) and field != "birth_date":
         problems.append("converter 'birth_date' fills birth_date only")
-    allowed_values = ENUM_FIELDS.get(field)
+    allowed_values = spec.known_activity_types if field == "activity_type" else ENUM_FIELDS.get(field)
     if allowed_values:
         values: list[Any] = []
         if isinstance(entry, ConstantConverter):
@@ -518,7 +538,8 @@ def _fit(field: str, entry: _Converter) -> list[str]:
             values = [*entry.values.values(), entry.default]
         for value in values:
             if value is not None and value not in allowed_values:
-                problems.append(f"{value!r} is not a {field}; one of: {', '.join(allowed_values)}")
+                hint = " (or declare it under activity_types)" if field == "activity_type" else ""
+                problems.append(f"{value!r} is not a {field}; one of: {', '.join(allowed_values)}{hint}")
     if (
         field == "quantity"
         and isinstance(entry, ConstantConverter)

@@ -198,16 +198,17 @@ def _gate_query() -> str:
         f"count(*) filter (where {column} < :low_{column} or {column} > :high_{column}) as range_{column}"
         for column in ranges(dt.date.today())
     ]
+    # Two plain scans of the file's rows: materialising them once (a CTE of every column)
+    # cost more than reading them twice.
     return f"""
-        with staged as materialized (
-            select * from ingest.stage_record where ingest_file_id = :file_id
-        )
         select {", ".join(counts)},
             (select coalesce(sum(repeats), 0)::bigint from (
-                select count(*) as repeats from staged where source_key is not null
+                select count(*) as repeats from ingest.stage_record
+                where ingest_file_id = :file_id and source_key is not null
                 group by source_key having count(*) > 1
             ) as repeated) as unique_source_key
-        from staged
+        from ingest.stage_record
+        where ingest_file_id = :file_id
     """
 
 

@@ -98,22 +98,32 @@ def ingest_remote_file(
     )
 
 
-def register_source_system(engine: Engine, spec: FeedSpec) -> None:
-    """Make the feed's source system known to the core tables (a no-op when it is)."""
+def register_feed(engine: Engine, spec: FeedSpec) -> None:
+    """Make the feed's source system and the activity types it declares known to the core
+    tables (a no-op for those that are)."""
+    sql = queries("feeds.sql")
     with engine.begin() as conn:
         conn.execute(
-            queries("feeds.sql")["register_source_system"],
+            sql["register_source_system"],
             {
                 "source_system": spec.source_system,
                 "name": spec.source_name or spec.description,
                 "trust_rank": spec.source_trust_rank,
             },
         )
+        if spec.activity_types:
+            conn.execute(
+                sql["register_activity_type"],
+                [
+                    {"activity_type": name, "description": description.strip()}
+                    for name, description in spec.activity_types.items()
+                ],
+            )
 
 
 def ingest_feed(engine: Engine, url: URL, settings: SftpSettings, spec: FeedSpec) -> list[FileOutcome]:
     """Load every new file of one feed over one SFTP connection, oldest first."""
-    register_source_system(engine, spec)
+    register_feed(engine, spec)
     outcomes = []
     with SftpSource(settings) as source, tempfile.TemporaryDirectory(prefix=f"kms-{spec.name}-") as work:
         for remote_file in new_files(engine, source, spec):
@@ -121,17 +131,36 @@ def ingest_feed(engine: Engine, url: URL, settings: SftpSettings, spec: FeedSpec
     return outcomes
 
 
+def ingest_feed_in_process(url: URL, settings: SftpSettings, spec: FeedSpec) -> list[FileOutcome]:
+    """`ingest_feed` with an engine of its own, for a process of its own (an Airflow task,
+    a worker of the demo); returns the outcomes."""
+    from campaign_lib.db import make_engine
+
+    engine = make_engine(url)
+    try:
+        return ingest_feed(engine, url, settings, spec)
+    finally:
+        engine.dispose()
+
+
+def waiting_bytes(settings: SftpSettings, feeds: dict[str, FeedSpec]) -> dict[str, int]:
+    """Bytes of the files waiting in each feed's folder (any completeness), by feed name:
+    a cheap listing that lets a caller start the largest feeds first."""
+    with SftpSource(settings) as source:
+        return {
+            name: sum(
+                f.size for f in source.list_complete(spec.sftp.folder, spec.sftp.pattern, "part_rename")
+            )
+            for name, spec in feeds.items()
+        }
+
+
 def ingest_sftp_feed(url: URL, settings: SftpSettings, feed_name: str) -> list[dict]:
     """What one DAG task does: load every new file of the named feed; outcomes as dicts."""
-    from campaign_lib.db import make_engine
     from campaign_lib.ingest.feeds import load_feeds
 
     spec = load_feeds()[feed_name]
-    engine = make_engine(url)
-    try:
-        return [outcome.as_dict() for outcome in ingest_feed(engine, url, settings, spec)]
-    finally:
-        engine.dispose()
+    return [outcome.as_dict() for outcome in ingest_feed_in_process(url, settings, spec)]
 
 
 @dataclass(frozen=True)
