@@ -48,7 +48,7 @@ class Endpoint:
 
     url: str
     user: str
-    password: str | None
+    password: str
 
 
 def kms_db_connection(url: URL) -> str:
@@ -88,12 +88,41 @@ def airflow_environment(settings: Settings, databases: Databases) -> dict[str, s
             "AIRFLOW_CONN_KMS_DB": kms_db_connection(databases.kms),
             "AIRFLOW_CONN_KMS_SFTP": env.get("AIRFLOW_CONN_KMS_SFTP")
             or local_sftp_connection(settings, keys),
+            "AIRFLOW_CONN_KMS_AIRFLOW_API": env.get("AIRFLOW_CONN_KMS_AIRFLOW_API")
+            or json.dumps(
+                {
+                    "conn_type": "http",
+                    "host": base_url,
+                    "login": ADMIN_USER,
+                    "password": admin_password(settings.airflow_home),
+                }
+            ),
             "KMS_HOME": str(settings.home),
             "GX_ANALYTICS_ENABLED": "false",
             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
         }
     )
     return env
+
+
+def admin_password(airflow_home: Path) -> str:
+    """The UI's admin password, which tasks also use for Airflow's REST API (connection
+    `kms_airflow_api`: a dry run writes its waterfall into the run's note).
+
+    Airflow's simple auth manager keeps its passwords in a file it creates on first start;
+    kms writes that file first, so the connection can name the password before Airflow runs.
+    """
+    path = airflow_home / "simple_auth_manager_passwords.json.generated"
+    if path.is_file():
+        password = json.loads(path.read_text()).get(ADMIN_USER)
+        if password:
+            return password
+    password = secrets.token_urlsafe(18)
+    airflow_home.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        json.dump({ADMIN_USER: password}, out)
+    return password
 
 
 def uses_local_sftp() -> bool:
@@ -207,13 +236,11 @@ class AirflowServices:
         return sorted(running)
 
     def endpoint(self) -> Endpoint:
-        """The UI's URL and the admin login written by Airflow's simple auth manager."""
-        passwords = self.settings.airflow_home / "simple_auth_manager_passwords.json.generated"
-        password = None
-        if passwords.is_file():
-            password = json.loads(passwords.read_text()).get(ADMIN_USER)
+        """The UI's URL and the admin login."""
         return Endpoint(
-            url=f"http://127.0.0.1:{self.settings.airflow_port}", user=ADMIN_USER, password=password
+            url=f"http://127.0.0.1:{self.settings.airflow_port}",
+            user=ADMIN_USER,
+            password=admin_password(self.settings.airflow_home),
         )
 
     def _wait_healthy(self, port: int, timeout: float, commands: dict[str, list[str]]) -> None:

@@ -364,6 +364,8 @@ def test_large_exports_split_into_further_timestamped_files(drops, manifest, tmp
     split = json.loads((tmp_path / "split" / "manifest.json").read_text())
     blocks = -(-GUESTS // 1000)
     assert sum(1 for f in split["files"] if f["feed"] == "website") == 24 * blocks
+    # A snapshot stays whole: half of one would be quarantined as a shrunken snapshot.
+    assert sum(1 for f in split["files"] if f["feed"] == "crm_contacts") == 1
     assert len({f["path"] for f in split["files"]}) == len(split["files"])
     assert _rows_by_feed(split) == _rows_by_feed(manifest)
 

@@ -6,9 +6,11 @@ Two passes keep memory flat and the output independent of the number of workers:
    part file. Each block's records of one (feed, month) become one contiguous byte range
    there, already encoded in the feed's encoding; an index notes where each range lies.
 2. Export files are laid out from that index in block order: a file takes whole block
-   ranges until the next would pass ``MAX_ROWS_PER_FILE``. The layout depends on block
-   sizes only, never on shards or workers, so any worker count yields identical bytes.
-   The files are then written by copying ranges, again in parallel if asked.
+   ranges until the next would pass ``MAX_ROWS_PER_FILE`` (a CRM snapshot is never split:
+   the loader compares a snapshot with the previous one, and half a snapshot looks
+   shrunken). The layout depends on block sizes only, never on shards or workers, so
+   any worker count yields identical bytes. The files are then written by copying
+   ranges, again in parallel if asked.
 """
 
 from __future__ import annotations
@@ -140,7 +142,7 @@ def plan_files(spec: RunSpec, extents: list[Extent]) -> list[ExportFile]:
         chunks: list[list[Extent]] = [[]]
         rows = 0
         for extent in bucket:
-            if chunks[-1] and rows + extent.rows > MAX_ROWS_PER_FILE:
+            if feed.monthly and chunks[-1] and rows + extent.rows > MAX_ROWS_PER_FILE:
                 chunks.append([])
                 rows = 0
             chunks[-1].append(extent)
