@@ -48,15 +48,22 @@ push_token as (
     join selected s on s.contact_id = i.contact_id
     where i.kind = 'push_token'
 ),
--- The channels each selected contact consented to for the purpose; the latest entry wins.
+-- The channels each selected contact consented to for the purpose; the latest entry wins
+-- (core.current_consent's order). The ledger is narrowed to the selected contacts before
+-- DISTINCT ON sorts it: the view would sort every contact's entries first.
+latest_consent as (
+    select distinct on (k.contact_id, k.channel) k.contact_id, k.channel, k.status
+    from core.consent k
+    join selected s on s.contact_id = k.contact_id
+    where k.purpose = :purpose
+      and k.channel = any (cast(:channels as core.channel[]))
+    order by k.contact_id, k.channel, k.recorded_at desc, k.consent_id desc
+),
 consented as (
-    select cc.contact_id, array_agg(cc.channel) as channels
-    from core.current_consent cc
-    join selected s on s.contact_id = cc.contact_id
-    where cc.purpose = :purpose
-      and cc.channel = any (cast(:channels as core.channel[]))
-      and cc.status = 'opt_in'
-    group by cc.contact_id
+    select l.contact_id, array_agg(l.channel) as channels
+    from latest_consent l
+    where l.status = 'opt_in'
+    group by l.contact_id
 ),
 -- A suppression names a contact, or an address that leads to the contacts holding it.
 suppressed as (

@@ -176,6 +176,8 @@ def rules(condition: dict, **extra) -> dict:
     return {"description": "test selection", **extra, "rules": condition}
 
 
+WATER_PARK = {"activity": {"type": "water_park_ticket"}}
+RECENT_WATER_PARK = {"activity": {"type": "water_park_ticket", "within_days": 365}}
 CASES = [
     ("language-eq", {"contact": {"language": {"eq": "de"}}}, [1, 2, 3, 5]),
     ("language-shorthand-eq", {"contact": {"language": "de"}}, [1, 2, 3, 5]),
@@ -266,6 +268,38 @@ CASES = [
     ("no-consent", {"not": {"consent": {"channel": "email", "purpose": "newsletter"}}}, [1, 3, 5, 8]),
     ("household-has-child", {"household": {"contact": {"age": {"lt": 18}}}}, [1, 2]),
     ("household-visited-water-park", {"household": {"activity": {"type": "water_park_ticket"}}}, [1, 3, 8]),
+    # "not X" next to "not household X" compiles to one "nobody of the household has X".
+    (
+        "nobody-at-home-visited-water-park",
+        {"all": [{"not": WATER_PARK}, {"not": {"household": WATER_PARK}}]},
+        [4, 5],
+    ),
+    (
+        "nobody-at-home-household-first",
+        {"all": [{"not": {"household": WATER_PARK}}, {"not": WATER_PARK}]},
+        [4, 5],
+    ),
+    (
+        "nobody-at-home-within-a-year",
+        {"all": [{"not": RECENT_WATER_PARK}, {"not": {"household": RECENT_WATER_PARK}}]},
+        [4, 5, 7, 8],
+    ),
+    (
+        "not-self-and-household-of-other-conditions",
+        {"all": [{"not": WATER_PARK}, {"not": {"household": RECENT_WATER_PARK}}]},
+        [4, 5, 8],
+    ),
+    # An attribute can be NULL (8 has no language): "not" drops 8 there, so no merging.
+    (
+        "not-self-and-household-with-null",
+        {
+            "all": [
+                {"not": {"contact": {"language": "de"}}},
+                {"not": {"household": {"contact": {"language": "de"}}}},
+            ]
+        },
+        [4, 7],
+    ),
     ("any", {"any": [{"location": {"country_code": "AT"}}, {"account": {"type": "company"}}]}, [4, 5]),
     (
         "not-all",
@@ -663,3 +697,11 @@ def test_messages_name_files_of_the_project_relative_to_it() -> None:
         "selection: no selection 'no_such_selection_anywhere' (no_such_selection_anywhere.yaml or "
         "no_such_selection_anywhere.sql) in selections"
     )
+
+
+def test_not_x_and_not_household_x_read_the_activities_once(tmp_path: Path) -> None:
+    """The merged form is one anti join over accounts, not two reads of the same activities."""
+    write(tmp_path, "picked", rules({"all": [{"not": WATER_PARK}, {"not": {"household": WATER_PARK}}]}))
+    sql = str(load_selection("picked", tmp_path).query(as_of=AS_OF))
+    assert sql.count("FROM core.activity") == 1
+    assert "!=" not in sql

@@ -12,10 +12,13 @@ the planner compares plain columns with constants and can use the indexes:
   back with EXISTS over the grouped rows (PostgreSQL turns EXISTS into a semi or anti join only
   when the subquery itself has no GROUP BY, hence the derived table);
 - "not" of either is NOT EXISTS, an anti join, never NOT IN.
+- `household: X` is EXISTS over the other active members of the account; `not X` beside
+  `not household X` in one `all` is a single NOT EXISTS over all active members (_Compiler.all_of).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Mapping
 from typing import Any
@@ -133,6 +136,25 @@ def _set_operation(
     return select(chosen.c.contact_id)
 
 
+# Conditions that compile to EXISTS or NOT EXISTS, so they are true or false, never NULL.
+_NEVER_NULL = (lang.Activity, lang.Consent, lang.Member)
+
+
+def _shape(node: Any) -> Any:
+    """`node` as nested tuples without the `path` fields (where it was written): two conditions
+    written in different places have the same shape when they ask the same."""
+    if dataclasses.is_dataclass(node):
+        return (
+            type(node),
+            *((f.name, _shape(getattr(node, f.name))) for f in dataclasses.fields(node) if f.name != "path"),
+        )
+    if isinstance(node, Mapping):
+        return tuple((key, _shape(node[key])) for key in sorted(node))
+    if isinstance(node, tuple | list):
+        return tuple(_shape(item) for item in node)
+    return node
+
+
 def _years_before(day: dt.date, years: int) -> dt.date:
     try:
         return day.replace(year=day.year - years)
@@ -151,7 +173,7 @@ class _Compiler:
 
     def condition(self, node: Any, c) -> ColumnElement[bool]:
         if isinstance(node, lang.AllOf):
-            return and_(*(self.condition(child, c) for child in node.children))
+            return and_(*self.all_of(node.children, c))
         if isinstance(node, lang.AnyOf):
             return or_(*(self.condition(child, c) for child in node.children))
         if isinstance(node, lang.Not):
@@ -163,21 +185,54 @@ class _Compiler:
         if isinstance(node, lang.Consent):
             return self.consent(node, c)
         if isinstance(node, lang.Household):
-            member = contact.alias()
-            return exists(
-                select(1)
-                .select_from(member)
-                .where(
-                    member.c.account_id == c.c.account_id,
-                    member.c.contact_id != c.c.contact_id,
-                    member.c.status == "active",
-                    self.condition(node.child, member),
-                )
-            )
+            return self.household(node.child, c, others_only=True)
         if isinstance(node, lang.Member):
             chosen = _reference_query(node.reference, self.selection, self.bound, self.as_of).subquery()
             return exists(select(1).select_from(chosen).where(chosen.c.contact_id == c.c.contact_id))
         raise TypeError(f"not a condition: {node!r}")
+
+    def household(self, node: Any, c, *, others_only: bool) -> ColumnElement[bool]:
+        """EXISTS an active member of c's account (other than c when `others_only`) for whom
+        `node` holds."""
+        member = contact.alias()
+        wanted = [member.c.account_id == c.c.account_id, member.c.status == "active"]
+        if others_only:
+            wanted.append(member.c.contact_id != c.c.contact_id)
+        return exists(select(1).select_from(member).where(*wanted, self.condition(node, member)))
+
+    def all_of(self, children: tuple, c) -> list[ColumnElement[bool]]:
+        """The conditions of an `all`, where `not X` next to `not household X` (X an activity,
+        consent or member condition) become one `not (anyone of the household has X)`.
+
+        c is always active (the selection's contacts and household members are), so "neither c
+        nor another active member" is "no active member": one anti join over the accounts that
+        have such a member, instead of reading X's rows twice and joining c's account with a
+        filter `member <> c`. Only conditions that compile to EXISTS (never NULL) qualify: for
+        one that can be NULL, `not X` drops c where "nobody has X" would keep it.
+        """
+        own = {
+            i: _shape(child.child)
+            for i, child in enumerate(children)
+            if isinstance(child, lang.Not) and isinstance(child.child, _NEVER_NULL)
+        }
+        twins: dict[int, int] = {}  # position of `not household X` -> position of its `not X`
+        for i, child in enumerate(children):
+            if (
+                isinstance(child, lang.Not)
+                and isinstance(child.child, lang.Household)
+                and isinstance(child.child.child, _NEVER_NULL)
+            ):
+                shape = _shape(child.child.child)
+                twin = next((j for j, s in own.items() if s == shape and j not in twins.values()), None)
+                if twin is not None:
+                    twins[i] = twin
+        return [
+            not_(self.household(child.child.child, c, others_only=False))
+            if i in twins
+            else self.condition(child, c)
+            for i, child in enumerate(children)
+            if i not in twins.values()
+        ]
 
     # The ledger's latest entry per contact, channel and purpose is the one no later entry
     # supersedes: an anti join over the index (contact_id, channel, purpose, recorded_at desc,
