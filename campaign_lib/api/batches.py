@@ -35,13 +35,12 @@ from pydantic import TypeAdapter, ValidationError
 from sqlalchemy.engine import Engine
 
 from campaign_lib.api.models import WEBSITE_CONTACT, WEBSITE_EVENT, BatchResult, ItemError
-from campaign_lib.config import PROJECT_ROOT
 from campaign_lib.errors import FileRejected
 from campaign_lib.ingest.record import RejectedRow, SourceRecord
+from campaign_lib.lookups import FEEDS_DIR
 
 log = logging.getLogger(__name__)
 
-FEEDS_DIR = PROJECT_ROOT / "feeds"
 # A refused item keeps this much of its JSON text in the quarantine.
 MAX_RAW_ITEM = 1 << 20
 

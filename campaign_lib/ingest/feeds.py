@@ -42,22 +42,9 @@ from campaign_lib.config import PROJECT_ROOT
 from campaign_lib.errors import ConfigError
 from campaign_lib.ingest.record import RECORD_COLUMNS
 from campaign_lib.ingest.standardise import ISO8601
+from campaign_lib.lookups import ACCOUNT_TYPES, ACTIVITY_TYPES, CHANNELS, CONSENT_STATUSES, FEEDS_DIR
 
-FEEDS_DIR = PROJECT_ROOT / "feeds"
-
-# Values that reference tables and enums of the schema accept (sql/migrations 0001). A feed
-# may add a source system (`source_system` with `source_name`) and activity types
-# (`activity_types`); they are registered in the core tables when the feed loads.
-SOURCE_SYSTEMS = ("crm", "hotel_pms", "restaurant_pos", "shop_pos", "ticketing", "website")
-ACTIVITY_TYPES = (
-    "hotel_stay", "restaurant_bill", "bar_bill", "shop_purchase", "water_park_ticket",
-    "dolphinarium_ticket", "web_registration", "web_login", "web_page_view", "newsletter_signup",
-    "comment", "rating", "call",
-)  # fmt: skip
 ACTIVITY_TYPE_PATTERN = r"^[a-z][a-z0-9_]{1,62}$"  # core.activity_type's check
-ACCOUNT_TYPES = ("household", "company")
-CHANNELS = ("email", "sms", "push", "phone", "post")
-CONSENT_STATUSES = ("opt_in", "opt_out")
 
 # Fields a feed may not map: the parser fills them, or (currency) the amount converter does.
 _FIXED_FIELDS = frozenset(

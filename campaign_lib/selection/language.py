@@ -19,6 +19,8 @@ from typing import Any, Literal
 
 import yaml
 
+from campaign_lib.lookups import ACCOUNT_TYPES, ACTIVITY_TYPES, CHANNELS, FEEDS_DIR, SOURCE_SYSTEMS
+
 ParamType = Literal["integer", "number", "string", "date", "boolean", "string_list"]
 PARAM_TYPES: tuple[str, ...] = ("integer", "number", "string", "date", "boolean", "string_list")
 NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
@@ -161,10 +163,6 @@ def vocabulary() -> dict[str, tuple[str, ...]]:
     """The values of the schema's lookups a selection may name: account types, channels, and the activity
     types and source systems of the schema plus those the feed files declare (a feed registers
     them when it first loads)."""
-    # Imported here: the feed module pulls in phonenumbers and pydantic (0.3 s), which DAG files
-    # that list selections should not pay for.
-    from campaign_lib.ingest.feeds import ACCOUNT_TYPES, ACTIVITY_TYPES, CHANNELS, FEEDS_DIR, SOURCE_SYSTEMS
-
     types, systems = list(ACTIVITY_TYPES), [*SOURCE_SYSTEMS, "kms"]
     for path in sorted(FEEDS_DIR.rglob("*.yaml")):
         try:
