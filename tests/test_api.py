@@ -363,6 +363,15 @@ def test_a_batch_without_an_acceptable_item_is_422_with_every_reason(
     assert error["code"] == "batch_rejected"
     assert [item["index"] for item in error["items"]] == [0, 1]
     assert scalar(clean_db, "select status::text from ingest.file") == "quarantined"
+    # The batch's reason and each item's own reasons are kept in the quarantine.
+    with clean_db.connect() as conn:
+        kept = conn.execute(
+            text("select line_number, reasons from ingest.quarantine order by line_number nulls first")
+        ).all()
+    assert kept[0].line_number is None
+    assert [(row.line_number, row.reasons) for row in kept[1:]] == [
+        (item["index"] + 1, item["errors"]) for item in error["items"]
+    ]
     assert scalar(clean_db, "select count(*) from ingest.record") == 0
 
 

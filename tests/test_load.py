@@ -119,6 +119,12 @@ def test_a_file_with_only_bad_rows_is_quarantined_whole(clean_db: Engine, kms_ur
     assert "all 2 rows were rejected" in result.error
     assert scalar(clean_db, "select status from ingest.file") == "quarantined"
     assert scalar(clean_db, "select count(*) from ingest.quarantine where line_number is null") == 1
+    # Each row keeps its own reason beside the file's.
+    with clean_db.connect() as conn:
+        rows = conn.execute(
+            text("select line_number, reasons from ingest.quarantine where line_number is not null order by 1")
+        ).all()
+    assert [(row.line_number, row.reasons) for row in rows] == [(2, ["negative amount"]), (3, ["negative amount"])]
     assert scalar(clean_db, "select count(*) from ingest.record") == 0
 
 

@@ -375,9 +375,12 @@ def _load_locked(
 def _quarantine_file(engine: Engine, file_id: int, reason: str, rows_received: int) -> None:
     sql = queries("ingest.sql")
     with engine.begin() as conn:
-        conn.execute(sql["drop_staging"], {"file_id": file_id})
         conn.execute(sql["forget_quarantine"], {"file_id": file_id})
+        # The rows' own reasons stay beside the file's: whoever fixes the file (or the API
+        # client whose batch was refused whole) sees what was wrong with each row too.
+        conn.execute(sql["quarantine_rejected"], {"file_id": file_id})
         conn.execute(sql["quarantine_file"], {"file_id": file_id, "reason": reason})
+        conn.execute(sql["drop_staging"], {"file_id": file_id})
         conn.execute(
             sql["finish_file"],
             {
