@@ -122,9 +122,14 @@ def test_a_file_with_only_bad_rows_is_quarantined_whole(clean_db: Engine, kms_ur
     # Each row keeps its own reason beside the file's.
     with clean_db.connect() as conn:
         rows = conn.execute(
-            text("select line_number, reasons from ingest.quarantine where line_number is not null order by 1")
+            text(
+                "select line_number, reasons from ingest.quarantine where line_number is not null order by 1"
+            )
         ).all()
-    assert [(row.line_number, row.reasons) for row in rows] == [(2, ["negative amount"]), (3, ["negative amount"])]
+    assert [(row.line_number, row.reasons) for row in rows] == [
+        (2, ["negative amount"]),
+        (3, ["negative amount"]),
+    ]
     assert scalar(clean_db, "select count(*) from ingest.record") == 0
 
 
