@@ -178,6 +178,36 @@ def _sshd_settings(work: Path) -> tuple[SftpSettings, subprocess.Popen] | str:
     return "sshd did not accept our key within 5 s"
 
 
+def _child_server_variant(
+    label: str,
+    served: Path,
+    remote_file: RemoteFile,
+    out_dir: Path,
+    runs: int,
+    server_options: dict,
+    overrides: dict,
+) -> Figures:
+    """SftpSource.download against a fresh child server, with server options and settings overrides."""
+    figures = Figures(label)
+    server = ChildServer(served, **server_options)
+    settings = SftpSettings(
+        host="127.0.0.1",
+        port=server.port,
+        username=USER,
+        password=PASSWORD,
+        known_hosts=server.known_hosts,
+        **overrides,
+    )
+    run_tuned = _tuned(settings, remote_file, out_dir)
+    try:
+        for _ in range(runs):
+            _measure(figures, run_tuned, remote_file.size, server.cpu_seconds)
+    finally:
+        run_tuned.close()  # type: ignore[attr-defined]
+        server.stop()
+    return figures
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -232,70 +262,21 @@ def main() -> None:
             server.stop()
         results += [baseline, tuned]
 
-        ctr = Figures("tuned, but AES-CTR + HMAC (paramiko's choice)")
-        server = ChildServer(served)
-        run_tuned = _tuned(
-            SftpSettings(
-                host="127.0.0.1",
-                port=server.port,
-                username=USER,
-                password=PASSWORD,
-                known_hosts=server.known_hosts,
-                preferred_ciphers=(),
+        variants = (
+            ("tuned, but AES-CTR + HMAC (paramiko's choice)", {}, {"preferred_ciphers": ()}),
+            ("tuned, but 32 KiB max packet (as OpenSSH asks)", {}, {"max_packet_size": 32 * 1024}),
+            (
+                "tuned, server with asyncssh's default window",
+                {"window": 2 * MiB, "max_pktsize": 32 * 1024},
+                {},
             ),
-            remote_file,
-            out_dir,
         )
-        try:
-            for _ in range(args.runs):
-                _measure(ctr, run_tuned, size, server.cpu_seconds)
-        finally:
-            run_tuned.close()  # type: ignore[attr-defined]
-            server.stop()
-        results.append(ctr)
-
-        small_packets = Figures("tuned, but 32 KiB max packet (as OpenSSH asks)")
-        server = ChildServer(served)
-        run_tuned = _tuned(
-            SftpSettings(
-                host="127.0.0.1",
-                port=server.port,
-                username=USER,
-                password=PASSWORD,
-                known_hosts=server.known_hosts,
-                max_packet_size=32 * 1024,
-            ),
-            remote_file,
-            out_dir,
-        )
-        try:
-            for _ in range(args.runs):
-                _measure(small_packets, run_tuned, size, server.cpu_seconds)
-        finally:
-            run_tuned.close()  # type: ignore[attr-defined]
-            server.stop()
-        results.append(small_packets)
-
-        default_server = ChildServer(served, window=2 * MiB, max_pktsize=32 * 1024)
-        variant = Figures("tuned, server with asyncssh's default window")
-        run_tuned = _tuned(
-            SftpSettings(
-                host="127.0.0.1",
-                port=default_server.port,
-                username=USER,
-                password=PASSWORD,
-                known_hosts=default_server.known_hosts,
-            ),
-            remote_file,
-            out_dir,
-        )
-        try:
-            for _ in range(args.runs):
-                _measure(variant, run_tuned, size, default_server.cpu_seconds)
-        finally:
-            run_tuned.close()  # type: ignore[attr-defined]
-            default_server.stop()
-        results.append(variant)
+        for label, server_options, overrides in variants:
+            results.append(
+                _child_server_variant(
+                    label, served, remote_file, out_dir, args.runs, server_options, overrides
+                )
+            )
 
         in_process = Figures("tuned, server in this process (as in tests)")
         with LocalSftpServer(served, username=USER, password=PASSWORD) as local_server:
