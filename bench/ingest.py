@@ -15,6 +15,12 @@
 
 Prints rows/s, seconds per stage, peak RSS and the ratio of the real path to the
 baseline. Runs in its own database on the embedded server and drops it afterwards.
+
+Wall times depend on what else runs on the machine, CPU times much less: so it also
+reports the CPU both took per row, the Python worker processes' (rusage) and the
+PostgreSQL processes' of the benchmark database (backends and autovacuum workers, read
+from /proc twice a second by the process title, which names the database), and their
+ratio, which holds on a shared machine where the wall-time ratio does not.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import json
 import os
 import resource
 import secrets
+import threading
 import time
 from pathlib import Path
 
@@ -54,8 +61,73 @@ def generated_data(home: Path, guests: int, seed: int) -> Path:
     return out
 
 
-def raw_copy(url, generated: Path, feeds: dict[str, FeedSpec]) -> tuple[int, float]:
-    """COPY every file into one unindexed text table per file layout; returns rows and seconds."""
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def process_cpu(pid: int) -> float | None:
+    """CPU seconds (user + system) a process has used, None once it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+
+
+class DatabaseCpu:
+    """CPU seconds used by the PostgreSQL processes that serve one database (their process
+    title names it: backends, autovacuum workers), sampled from /proc while it runs. A
+    process that ends between two samples loses at most its last half second."""
+
+    def __init__(self, database: str, interval: float = 0.5) -> None:
+        self._marker = f" {database} ".encode()
+        self._interval = interval
+        self._start: dict[int, float] = {}
+        self._last: dict[int, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> DatabaseCpu:
+        self._sample(first=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+
+    @property
+    def seconds(self) -> float:
+        return sum(cpu - self._start.get(pid, 0.0) for pid, cpu in self._last.items())
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            self._sample()
+
+    def _sample(self, first: bool = False) -> None:
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry.name}/cmdline", "rb") as handle:
+                    title = handle.read()
+            except OSError:
+                continue
+            if not title.startswith(b"postgres: ") or self._marker not in title:
+                continue
+            pid = int(entry.name)
+            cpu = process_cpu(pid)
+            if cpu is None:
+                continue
+            if first:
+                self._start[pid] = cpu
+            self._last[pid] = cpu
+
+
+def raw_copy(url, generated: Path, feeds: dict[str, FeedSpec]) -> tuple[int, float, float]:
+    """COPY every file into one unindexed text table per file layout; returns rows, seconds
+    and the CPU seconds of the PostgreSQL backend."""
     conn = psycopg2.connect(
         dbname=url.database,
         user=url.username,
@@ -66,6 +138,9 @@ def raw_copy(url, generated: Path, feeds: dict[str, FeedSpec]) -> tuple[int, flo
     rows, started = 0, time.perf_counter()
     try:
         with conn.cursor() as cur:
+            cur.execute("select pg_backend_pid()")
+            backend = cur.fetchone()[0]
+            backend_cpu = process_cpu(backend) or 0.0
             for number, spec in enumerate(feeds.values()):
                 width = 1 if spec.format.type == "jsonl" else len(spec.header)
                 columns = ", ".join(f"c{i} text" for i in range(width))
@@ -86,10 +161,11 @@ def raw_copy(url, generated: Path, feeds: dict[str, FeedSpec]) -> tuple[int, flo
                                 handle.read(3)
                         cur.copy_expert(command, handle, size=1 << 20)
                         rows += cur.rowcount
+            backend_cpu = (process_cpu(backend) or 0.0) - backend_cpu
         conn.commit()
     finally:
         conn.close()
-    return rows, time.perf_counter() - started
+    return rows, time.perf_counter() - started, backend_cpu
 
 
 def _pg_encoding(spec: FeedSpec) -> str:
@@ -136,10 +212,11 @@ def run(url, generated: Path, feeds: dict[str, FeedSpec], expected_rows: int, id
     try:
         upgrade(engine)
         print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())} (2 cores)")
-        baseline_rows, baseline_seconds = raw_copy(url, generated, feeds)
+        baseline_rows, baseline_seconds, baseline_cpu = raw_copy(url, generated, feeds)
         print(
             f"\nbaseline: raw COPY of {baseline_rows:,} rows into unindexed text tables: "
-            f"{baseline_seconds:.1f} s, {baseline_rows / baseline_seconds:,.0f} rows/s"
+            f"{baseline_seconds:.1f} s, {baseline_rows / baseline_seconds:,.0f} rows/s, "
+            f"backend CPU {baseline_cpu:.1f} s ({baseline_cpu / baseline_rows * 1e6:.1f} µs per row)"
         )
 
         sftp_root = settings.home / "bench" / "sftp"
@@ -155,7 +232,8 @@ def run(url, generated: Path, feeds: dict[str, FeedSpec], expected_rows: int, id
             )
             children = resource.getrusage(resource.RUSAGE_CHILDREN)
             started = time.perf_counter()
-            outcomes = ingest_all(url, sftp_settings, feeds)
+            with DatabaseCpu(url.database) as database_cpu:
+                outcomes = ingest_all(url, sftp_settings, feeds)
             ingest_seconds = time.perf_counter() - started
             after = resource.getrusage(resource.RUSAGE_CHILDREN)
             worker_cpu = after.ru_utime + after.ru_stime - children.ru_utime - children.ru_stime
@@ -176,6 +254,17 @@ def run(url, generated: Path, feeds: dict[str, FeedSpec], expected_rows: int, id
         print(
             f"  CPU of the two ingest worker processes (Python side, without PostgreSQL): "
             f"{worker_cpu:.1f} s, {worker_cpu / received * 1e6:.1f} µs per row"
+        )
+        path_cpu = worker_cpu + database_cpu.seconds
+        print(
+            f"  CPU of the benchmark database's PostgreSQL processes: {database_cpu.seconds:.1f} s, "
+            f"{database_cpu.seconds / received * 1e6:.1f} µs per row"
+        )
+        print(
+            f"  CPU per row, path (both sides) against raw COPY: {path_cpu / received * 1e6:.1f} µs "
+            f"against {baseline_cpu / baseline_rows * 1e6:.1f} µs; CPU ratio "
+            f"{(baseline_cpu / baseline_rows) / (path_cpu / received):.3f} (on two idle cores the path "
+            "runs on two, so its wall-time ratio can reach twice this)"
         )
         print("  seconds per stage, summed over files (two feeds run side by side):")
         for stage, seconds in stages.items():

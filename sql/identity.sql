@@ -489,6 +489,24 @@ update core.inquiry as t set contact_id = m.survivor
 from id_contact_merge as m where t.contact_id = m.loser;
 update ingest.record_contact as t set contact_id = m.survivor, resolved_at = now()
 from id_contact_merge as m where t.contact_id = m.loser;
+-- A person's suppressions and the contacts they already received follow them too, so an
+-- unsubscribe or the contact pressure still holds after a merge. Frozen audiences and their
+-- messages keep the contact they were made for; reports follow merged_into_contact_id.
+update campaign.suppression as t set contact_id = m.survivor
+from id_contact_merge as m where t.contact_id = m.loser;
+-- History is unique per run, contact and channel: two merged people who got the same run's
+-- message count as the one person they are.
+with moved as (
+    delete from campaign.contact_history as t
+    using id_contact_merge as m
+    where t.contact_id = m.loser
+    returning m.survivor, t.channel, t.campaign_name, t.campaign_run_id, t.sent_at
+)
+insert into campaign.contact_history (contact_id, channel, campaign_name, campaign_run_id, sent_at)
+select distinct on (campaign_run_id, survivor, channel) survivor, channel, campaign_name, campaign_run_id, sent_at
+from moved
+order by campaign_run_id, survivor, channel, sent_at
+on conflict (campaign_run_id, contact_id, channel) do nothing;
 
 -- name: merge_accounts
 -- An account whose members all moved to another household points to that account.

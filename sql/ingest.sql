@@ -47,6 +47,10 @@ order by 1;
 -- FROM guard, so a redelivered or corrected file costs little and only what really
 -- changed goes back to identity resolution: every inserted or changed record's id joins
 -- its work queue ingest.record_pending, in this same statement (migration 0004).
+-- The loader first runs this statement without the marked upsert clause, as a plain
+-- INSERT (a new export's keys are all new, and a plain insert costs ~25 % less than
+-- ON CONFLICT's speculative insertion); when a key exists it rolls that back and runs it
+-- whole (ADR 0007).
 with merged as (
     insert into ingest.record as r (
     source_system,
@@ -74,6 +78,7 @@ with merged as (
     order_ref,
     loyalty_card,
     cookie_id,
+    push_token,
     activity_type,
     occurred_at,
     ended_at,
@@ -119,6 +124,7 @@ with merged as (
     order_ref,
     loyalty_card,
     cookie_id,
+    push_token,
     activity_type,
     occurred_at,
     ended_at,
@@ -140,6 +146,7 @@ with merged as (
     from ingest.stage_record
     where ingest_file_id = :file_id
     order by source_system, source_key
+    -- upsert clause: begin
     on conflict (source_system, source_key) do update set
     record_kind = excluded.record_kind,
     line_number = excluded.line_number,
@@ -164,6 +171,7 @@ with merged as (
     order_ref = excluded.order_ref,
     loyalty_card = excluded.loyalty_card,
     cookie_id = excluded.cookie_id,
+    push_token = excluded.push_token,
     activity_type = excluded.activity_type,
     occurred_at = excluded.occurred_at,
     ended_at = excluded.ended_at,
@@ -183,8 +191,9 @@ with merged as (
     feed = excluded.feed,
     ingest_file_id = excluded.ingest_file_id,
     changed_at = now()
-    where (r.record_kind, r.salutation, r.first_name, r.last_name, r.birth_date, r.email, r.phone_e164, r.language, r.company_name, r.account_type, r.street, r.postal_code, r.city, r.country_code, r.address_valid_from, r.crm_contact_id, r.crm_account_id, r.source_customer_id, r.booking_ref, r.order_ref, r.loyalty_card, r.cookie_id, r.activity_type, r.occurred_at, r.ended_at, r.amount_cents, r.currency, r.quantity, r.product_sku, r.product_name, r.outlet, r.attributes, r.consent_channel, r.consent_purpose, r.consent_status, r.double_opt_in_at, r.inquiry_topic, r.inquiry_body)
-        is distinct from (excluded.record_kind, excluded.salutation, excluded.first_name, excluded.last_name, excluded.birth_date, excluded.email, excluded.phone_e164, excluded.language, excluded.company_name, excluded.account_type, excluded.street, excluded.postal_code, excluded.city, excluded.country_code, excluded.address_valid_from, excluded.crm_contact_id, excluded.crm_account_id, excluded.source_customer_id, excluded.booking_ref, excluded.order_ref, excluded.loyalty_card, excluded.cookie_id, excluded.activity_type, excluded.occurred_at, excluded.ended_at, excluded.amount_cents, excluded.currency, excluded.quantity, excluded.product_sku, excluded.product_name, excluded.outlet, excluded.attributes, excluded.consent_channel, excluded.consent_purpose, excluded.consent_status, excluded.double_opt_in_at, excluded.inquiry_topic, excluded.inquiry_body)
+    where (r.record_kind, r.salutation, r.first_name, r.last_name, r.birth_date, r.email, r.phone_e164, r.language, r.company_name, r.account_type, r.street, r.postal_code, r.city, r.country_code, r.address_valid_from, r.crm_contact_id, r.crm_account_id, r.source_customer_id, r.booking_ref, r.order_ref, r.loyalty_card, r.cookie_id, r.push_token, r.activity_type, r.occurred_at, r.ended_at, r.amount_cents, r.currency, r.quantity, r.product_sku, r.product_name, r.outlet, r.attributes, r.consent_channel, r.consent_purpose, r.consent_status, r.double_opt_in_at, r.inquiry_topic, r.inquiry_body)
+        is distinct from (excluded.record_kind, excluded.salutation, excluded.first_name, excluded.last_name, excluded.birth_date, excluded.email, excluded.phone_e164, excluded.language, excluded.company_name, excluded.account_type, excluded.street, excluded.postal_code, excluded.city, excluded.country_code, excluded.address_valid_from, excluded.crm_contact_id, excluded.crm_account_id, excluded.source_customer_id, excluded.booking_ref, excluded.order_ref, excluded.loyalty_card, excluded.cookie_id, excluded.push_token, excluded.activity_type, excluded.occurred_at, excluded.ended_at, excluded.amount_cents, excluded.currency, excluded.quantity, excluded.product_sku, excluded.product_name, excluded.outlet, excluded.attributes, excluded.consent_channel, excluded.consent_purpose, excluded.consent_status, excluded.double_opt_in_at, excluded.inquiry_topic, excluded.inquiry_body)
+    -- upsert clause: end
     returning r.record_id
 ),
 
@@ -195,6 +204,61 @@ queued as (
 )
 
 select count(*) from merged;
+
+-- name: merge_products
+-- Upserts a product feed's staged rows into the catalogue by SKU (the name, the category
+-- from attributes, the price in cents with its currency) and returns how many products
+-- were inserted and how many changed. Unchanged products are skipped by the IS DISTINCT
+-- FROM guard, so an unchanged catalogue costs a read. A SKU missing from a later snapshot
+-- stays: activities point to it, and the shrink check guards against a cut file.
+with merged as (
+    insert into core.product as p (sku, name, category, price_cents, currency)
+    select product_sku, product_name, attributes ->> 'category', amount_cents, currency
+    from ingest.stage_record
+    where ingest_file_id = :file_id
+    order by product_sku
+    on conflict (sku) do update set
+    name = excluded.name,
+    category = excluded.category,
+    price_cents = excluded.price_cents,
+    currency = excluded.currency
+    where (p.name, p.category, p.price_cents, p.currency)
+        is distinct from (excluded.name, excluded.category, excluded.price_cents, excluded.currency)
+    returning (xmax = 0) as inserted
+)
+
+select
+    count(*) filter (where inserted) as inserted,
+    count(*) filter (where not inserted) as changed
+from merged;
+
+-- name: link_new_products
+-- Activities that identity resolution wrote before their product was in the catalogue
+-- keep the SKU in attributes (identity.sql, id_activity); once a product feed adds the
+-- SKU, they point to it. Runs only when the feed inserted products; returns nothing.
+update core.activity as a
+set product_id = p.product_id,
+    attributes = a.attributes - 'product_sku' - 'product_name'
+from core.product as p
+where a.product_id is null
+  and a.attributes ? 'product_sku'
+  and p.sku = a.attributes ->> 'product_sku'
+  and p.sku in (select product_sku from ingest.stage_record where ingest_file_id = :file_id);
+
+-- name: unknown_product_skus
+-- Product SKUs of a staged file that the catalogue does not know: such rows load (the
+-- booking happened; the catalogue may arrive later, see link_new_products) and are
+-- counted in the gate's report. Returns the number of rows and up to ten SKUs.
+select
+    coalesce(sum(s.rows), 0)::bigint as rows,
+    coalesce((array_agg(s.product_sku order by s.product_sku))[1:10], '{}') as skus
+from (
+    select product_sku, count(*) as rows
+    from ingest.stage_record
+    where ingest_file_id = :file_id and product_sku is not null
+    group by product_sku
+) as s
+where not exists (select from core.product as p where p.sku = s.product_sku);
 
 -- name: quarantine_rejected
 -- Moves the file's rejected rows into the quarantine, with every reason.

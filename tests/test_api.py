@@ -273,6 +273,53 @@ def test_a_valid_batch_is_accepted_and_reaches_the_core_tables(
     )
 
 
+def test_sms_sign_ups_and_push_subscriptions_reach_the_core_tables(
+    client: httpx.Client, keys: dict[str, str], clean_db: Engine
+) -> None:
+    consent = {"purpose": "newsletter", "opt_in_at": "2026-07-01T19:30:00+02:00", "double_opt_in_at": None}
+    sms = event(
+        "newsletter_signup",
+        email=None,
+        phone="0170 1234567",
+        consent={**consent, "channel": "sms", "source": "website_form"},
+    )
+    app = event(
+        "registration",
+        customer_id="W000000002",
+        email="bea@example.org",
+        phone=None,
+    )
+    push = {
+        **event("login", customer_id="W000000002"),
+        "event_type": "push_subscription",
+        "platform": "web",
+        "push_token": {
+            "endpoint": "https://push.example.org/wp/abc",
+            "keys": {"p256dh": "B" + "A" * 86, "auth": "N6xQmuQa1rmQURNreRWNKw"},
+        },
+        "consent": {**consent, "channel": "push", "source": "website_push_prompt"},
+    }
+    del push["method"]
+    wrong = {**push, "event_id": str(uuid.uuid4()), "platform": "android"}
+
+    result = post(client, keys["both"], {"events": [sms, app, push, wrong]}).json()
+
+    assert (result["accepted"], result["rejected"]) == (3, 1)
+    assert result["errors"][0]["index"] == 3 and "a string for android" in json.dumps(result["errors"])
+    wait_until(
+        clean_db,
+        "select count(*) = 1 from core.consent k join core.contact c using (contact_id)"
+        " where k.channel = 'sms' and c.phone_e164 = '+491701234567'",
+    )
+    wait_until(
+        clean_db,
+        "select count(*) = 1 from core.identifier i join core.contact c using (contact_id)"
+        " join core.consent k using (contact_id)"
+        " where i.kind = 'push_token' and i.value like 'webpush:{\"endpoint\":\"https://push.example.org/wp/abc\"%'"
+        " and c.email = 'bea@example.org' and k.channel = 'push'",
+    )
+
+
 def test_the_same_batch_twice_is_one_ledger_entry(
     client: httpx.Client, keys: dict[str, str], clean_db: Engine
 ) -> None:
@@ -504,7 +551,12 @@ def test_limits_come_from_the_environment() -> None:
 def test_the_openapi_document_describes_both_endpoints(client: httpx.Client) -> None:
     document = client.get("/api/v1/openapi.json").json()
     paths = document["paths"]
-    assert set(paths) == {"/api/v1/health", "/api/v1/events", "/api/v1/contacts"}
+    # The tracking paths (/t/...) are tested in tests/test_tracking.py.
+    assert {path for path in paths if not path.startswith("/t/")} == {
+        "/api/v1/health",
+        "/api/v1/events",
+        "/api/v1/contacts",
+    }
     schemas = document["components"]["schemas"]
     for path, batch in (("/api/v1/events", "EventBatch"), ("/api/v1/contacts", "ContactBatch")):
         post_op = paths[path]["post"]

@@ -52,14 +52,16 @@ def test_matches_file_names(feed, file_name, expected):
     assert load_feeds()[feed].matches(file_name) is expected
 
 
-def test_crm_feeds_are_snapshots_and_activity_feeds_are_not():
+def test_crm_feeds_and_the_catalogue_are_snapshots_and_activity_feeds_are_not():
     specs = load_feeds()
     assert {name for name, spec in specs.items() if spec.snapshot.enabled} == {
         "crm_accounts",
         "crm_contacts",
         "crm_addresses",
+        "products",
     }
     assert {spec.source_system for name, spec in specs.items() if name.startswith("crm_")} == {"crm"}
+    assert {name for name, spec in specs.items() if spec.target == "product"} == {"products"}
 
 
 GOOD = """\
@@ -122,6 +124,15 @@ def _write(tmp_path: Path, text: str, name: str = "demo") -> Path:
             ("mapping:", "activity_types: {skydiving: ' '}\nmapping:"),
             "activity_types: skydiving: give a description (what a campaign manager sees)",
         ),
+        (
+            ("record_kind: ticket", "record_kind: product\ntarget: product"),
+            "mapping.product_sku: missing (a product feed maps product_sku, product_name)",
+        ),
+        (
+            ("record_kind: ticket", "record_kind: product\ntarget: product"),
+            "attributes.category: missing (a product feed maps the category)",
+        ),
+        (("record_kind: ticket", "record_kind: ticket\ntarget: products"), "target: Input should be"),
     ],
     ids=[
         "converter-typo",
@@ -141,6 +152,9 @@ def _write(tmp_path: Path, text: str, name: str = "demo") -> Path:
         "unknown-activity-type",
         "activity-type-not-a-code",
         "activity-type-without-description",
+        "product-feed-without-sku",
+        "product-feed-without-category",
+        "unknown-target",
     ],
 )
 def test_a_mistake_names_file_field_and_problem(tmp_path, change, message):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import csv
 import datetime as dt
 import gzip
@@ -57,6 +58,7 @@ CSV_FEEDS = {
     "crm_accounts": ("utf-8", ","),
     "crm_contacts": ("utf-8", ","),
     "crm_addresses": ("utf-8", ","),
+    "products": ("utf-8", ","),
 }
 
 
@@ -114,6 +116,9 @@ FIELD_CHECKS = [
     ("ticketing", "price", _is_point_amount),
     ("ticketing", "attraction", lambda v: v in ("water_park", "dolphinarium")),
     ("ticketing", "ticket_type", lambda v: v in ("adult", "child", "family")),
+    ("ticketing", "product_sku", lambda v: re.fullmatch(r"(WP|DOL)-[A-Z-]+", v) is not None),
+    ("products", "price", _is_point_amount),
+    ("products", "category", lambda v: re.fullmatch(r"[a-z][a-z0-9_]*", v) is not None),
     ("crm_contacts", "birth_date", _is_iso_date),
     ("crm_addresses", "valid_from", _is_iso_date),
     ("crm_accounts", "account_type", lambda v: v in ("household", "company")),
@@ -183,6 +188,7 @@ def test_web_events_are_json_lines_with_unique_ids(drops):
         "comment",
         "rating",
         "support_inquiry",
+        "push_subscription",
     }
     assert all(
         dt.datetime.fromisoformat(e["occurred_at"]).utcoffset()
@@ -274,6 +280,76 @@ def test_cookies_become_known_at_login(drops, ground_truth):
     assert all(person_of[e["event_id"]] == cookie_person[e["cookie_id"]] for e in anonymous)
 
 
+def test_catalogue_prices_every_sold_sku(drops):
+    catalogue = {row["sku"]: row for row in _rows(drops, "products")}
+    assert len(catalogue) == len(_rows(drops, "products"))
+    offer = catalogue["WP-DAY-HOTEL"]
+    assert (offer["name"], offer["category"], offer["price"]) == (
+        "Wasserwelt Tageskarte Hotelgast",
+        "water_park",
+        "35.10",
+    )
+    tickets = _rows(drops, "ticketing")
+    assert all(catalogue[t["product_sku"]]["price"] == t["price"] for t in tickets)
+    assert all(catalogue[t["product_sku"]]["category"] == t["attraction"] for t in tickets)
+    shop_lines = _rows(drops, "shop_pos")
+    assert all(line["sku"] in catalogue for line in shop_lines)
+    rooms = {row["name"] for row in catalogue.values() if row["category"] == "hotel_room"}
+    assert {row["Zimmertyp"] for row in _rows(drops, "hotel_pms")} <= rooms
+
+
+def test_hotel_guests_buy_at_the_hotel_guest_rate(drops):
+    tickets = _rows(drops, "ticketing")
+    by_channel = defaultdict(Counter)
+    for ticket in tickets:
+        by_channel[ticket["sales_channel"]][ticket["product_sku"].endswith("-HOTEL")] += 1
+    assert set(by_channel["hotel"]) == {True}
+    assert set(by_channel["counter"]) == {False}
+    assert set(by_channel["online"]) == {True, False}
+    water_park = Counter(t["product_sku"] for t in tickets if t["attraction"] == "water_park")
+    assert water_park["WP-DAY-HOTEL"] > 0 and water_park["WP-DAY"] > 0
+
+
+def _is_p256_point(text: str) -> bool:
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    return ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), raw).curve.name == "secp256r1"
+
+
+def test_sms_signups_and_push_subscriptions_link_to_their_person(drops, ground_truth):
+    person_of = {t["source_key"]: t["person_id"] for t in ground_truth if t["source_system"] == "website"}
+    events = _web_events(drops)
+    customer_person = {
+        e["customer_id"]: person_of[e["event_id"]] for e in events if e["event_type"] == "registration"
+    }
+    sms = [e for e in events if e["event_type"] == "newsletter_signup" and e["consent"]["channel"] == "sms"]
+    assert sms and all(e["phone"] and e["email"] is None for e in sms)
+    pushes = [e for e in events if e["event_type"] == "push_subscription"]
+    assert {e["platform"] for e in pushes} == {"android", "ios", "web"}
+    assert all(customer_person[e["customer_id"]] == person_of[e["event_id"]] for e in pushes)
+    assert all(e["consent"]["channel"] == "push" and e["consent"]["purpose"] == "newsletter" for e in pushes)
+    apps = [e["push_token"] for e in pushes if e["platform"] != "web"]
+    assert all(re.fullmatch(r"(stale-)?[A-Za-z0-9_-]{22}:APA91b[A-Za-z0-9_-]{134}", token) for token in apps)
+    assert len(set(apps)) == len(apps)
+    web = [e["push_token"] for e in pushes if e["platform"] == "web"]
+    assert all(token["endpoint"].startswith("http://127.0.0.1:8791/") for token in web)
+    assert all(_is_p256_point(token["keys"]["p256dh"]) for token in web)
+    assert all(len(base64.urlsafe_b64decode(token["keys"]["auth"] + "==")) == 16 for token in web)
+
+
+def test_email_stays_the_main_channel_with_sms_and_push_beside_it(drops, ground_truth):
+    person_of = {t["source_key"]: t["person_id"] for t in ground_truth if t["source_system"] == "website"}
+    channels = defaultdict(set)
+    for event in _web_events(drops):
+        if event["event_type"] in ("newsletter_signup", "push_subscription"):
+            channels[person_of[event["event_id"]]].add(event["consent"]["channel"])
+    # The demo campaign prefers email, else SMS, else push: who gets which channel.
+    reached = Counter("email" if "email" in c else "sms" if "sms" in c else "push" for c in channels.values())
+    assert reached["email"] > reached["sms"] + reached["push"]
+    assert reached["sms"] > GUESTS * 0.01 and reached["push"] > GUESTS * 0.02
+
+
 def test_moved_households_have_a_second_address(drops):
     addresses = Counter(row["account_id"] for row in _rows(drops, "crm_addresses"))
     assert any(n == 2 for n in addresses.values())
@@ -336,6 +412,7 @@ def test_file_names_follow_each_source_convention(manifest):
         "crm_accounts": r"crm/CRM_ACCOUNTS_\d{8}_\d{4}\.csv",
         "crm_contacts": r"crm/CRM_CONTACTS_\d{8}_\d{4}\.csv",
         "crm_addresses": r"crm/CRM_ADDRESSES_\d{8}_\d{4}\.csv",
+        "products": r"products/products_\d{8}T\d{6}\.csv",
         "ground_truth": r"ground_truth/ground_truth\.csv\.gz",
     }
     for entry in manifest["files"]:

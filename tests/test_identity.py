@@ -485,6 +485,73 @@ def test_a_late_record_merges_two_contacts_and_no_activity_is_lost(clean_db: Eng
     assert scalar(clean_db, "select count(*) from ingest.record_contact where contact_id = :c", c=loser) == 0
 
 
+def test_suppressions_and_contact_history_follow_the_survivor_of_a_merge(clean_db: Engine) -> None:
+    add(
+        clean_db,
+        ticket("T1", "water_park_ticket", month=2, email="anna@example.org", **ANNA),
+        rec(
+            "restaurant_pos",
+            "R1",
+            record_kind="receipt",
+            loyalty_card="RC0000000001",
+            activity_type="restaurant_bill",
+            occurred_at=at(2026, 3),
+        ),
+    )
+    resolve(clean_db)
+    first, second = contact_of(clean_db, "ticketing", "T1"), contact_of(clean_db, "restaurant_pos", "R1")
+    with clean_db.begin() as conn:
+        conn.execute(
+            text(
+                "insert into campaign.campaign (campaign_name, origin, definition_version, definition) "
+                "values ('spring', 'file', '0123456789abcdef', '{}')"
+            )
+        )
+        conn.execute(
+            text(
+                "insert into campaign.campaign_run (campaign_name, dag_id, run_id, definition_version, "
+                "selection_name, selection_version, as_of) "
+                "values ('spring', 'd', 'r', '0123456789abcdef', 's', 'v', now())"
+            )
+        )
+        conn.execute(
+            text(
+                "insert into campaign.suppression (contact_id, channel, reason, source) "
+                "values (:c, 'email', 'unsubscribe', 'test')"
+            ),
+            {"c": max(first, second)},
+        )
+        # Both were sent the same run's email before anyone knew they are one person.
+        for contact in (first, second):
+            conn.execute(
+                text(
+                    "insert into campaign.contact_history (contact_id, channel, campaign_name, campaign_run_id, sent_at) "
+                    "values (:c, 'email', 'spring', 1, now())"
+                ),
+                {"c": contact},
+            )
+    add(
+        clean_db,
+        rec(
+            "crm",
+            "CON-1",
+            record_kind="contact",
+            crm_contact_id="CON-1",
+            email="anna@example.org",
+            loyalty_card="RC0000000001",
+            **ANNA,
+        ),
+    )
+    resolve(clean_db)
+
+    survivor = min(first, second)
+    assert scalar(clean_db, "select contact_id from campaign.suppression") == survivor
+    assert (
+        scalar(clean_db, "select count(*) || ':' || min(contact_id) from campaign.contact_history")
+        == f"1:{survivor}"
+    )
+
+
 def test_an_anonymous_cookie_s_page_views_move_to_the_person_on_login(clean_db: Engine) -> None:
     add(
         clean_db,

@@ -84,7 +84,7 @@ def task_states(run) -> dict[str, str]:
 
 
 def test_ingestion_loads_every_row_once_and_identity_builds_the_customer_view(
-    dagbag, sftp, generated: Path, clean_db: Engine
+    dagbag, sftp, generated: Path, clean_db: Engine, tmp_path: Path
 ) -> None:
     _server, root = sftp
     run = dagbag.dags["kms_ingest_sftp"].test()
@@ -97,7 +97,11 @@ def test_ingestion_loads_every_row_once_and_identity_builds_the_customer_view(
     assert set(ledger(clean_db)) == set(expected)
     with clean_db.connect() as conn:
         records = conn.execute(text("select count(*) from ingest.record")).scalar_one()
-    assert records == sum(loaded for _, loaded, _ in ledger(clean_db).values())
+        products = conn.execute(text("select count(*) from core.product")).scalar_one()
+    loaded = {feed: rows for feed, (_, rows, _) in ledger(clean_db).items()}
+    # The catalogue goes to core.product, every other feed to the source records.
+    assert products == loaded.pop("products") > 0
+    assert records == sum(loaded.values())
     assert not [p for p in root.rglob("*") if p.is_file() and p.parent.name != "processed"]
 
     again = dagbag.dags["kms_ingest_sftp"].test()
@@ -113,6 +117,82 @@ def test_ingestion_loads_every_row_once_and_identity_builds_the_customer_view(
         activities = conn.execute(text("select count(*) from core.activity")).scalar_one()
     assert 0 < contacts < records
     assert activities > 0
+    catalogue_push_tokens_and_the_funnel_work_on_the_loaded_data(clean_db, tmp_path / "selections")
+
+
+def catalogue_push_tokens_and_the_funnel_work_on_the_loaded_data(engine: Engine, selections: Path) -> None:
+    """The product catalogue links tickets to products, push subscriptions become push
+    tokens with push consent, SMS sign-ups bring their phone, and the funnel's "already
+    bought" step removes exactly the reachable people who bought the offer."""
+    with engine.connect() as conn:
+        offer = conn.execute(text("select name, category from core.product where sku = 'WP-DAY-HOTEL'")).one()
+        tickets = conn.execute(
+            text(
+                "select count(*), count(product_id) from core.activity "
+                "where activity_type in ('water_park_ticket', 'dolphinarium_ticket')"
+            )
+        ).one()
+        push = conn.execute(
+            text(
+                "select count(*) from core.identifier i join core.consent c using (contact_id) "
+                "where i.kind = 'push_token' and c.channel = 'push' and c.status = 'opt_in'"
+            )
+        ).scalar_one()
+        sms = conn.execute(
+            text(
+                "select count(*) from core.consent c join core.identifier i using (contact_id) "
+                "where c.channel = 'sms' and i.kind = 'phone'"
+            )
+        ).scalar_one()
+        buyers = set(
+            conn.execute(
+                text(
+                    "select distinct a.contact_id from core.activity a join core.product p using (product_id) "
+                    "where p.sku = 'WP-DAY-HOTEL'"
+                )
+            ).scalars()
+        )
+    assert offer == ("Wasserwelt Tageskarte Hotelgast", "water_park")
+    assert tickets[0] > 0 and tickets[1] == tickets[0], "every ticket points to its product"
+    assert push > 0 and sms > 0 and buyers
+
+    waterfall, dropped = funnel_of_everyone(engine, selections, offer_sku="WP-DAY-HOTEL")
+    already_bought = {contact for contact, step in dropped.items() if step == "already_bought"}
+    audience = {contact for contact, step in dropped.items() if step is None}
+    steps = {step.step: step for step in waterfall.steps}
+    assert already_bought and already_bought <= buyers and not audience & buyers
+    assert steps["already_bought"].removed == len(already_bought)
+
+
+def funnel_of_everyone(engine: Engine, selections: Path, offer_sku: str):
+    """The funnel of a newsletter campaign to every contact; the waterfall and each
+    selected contact's dropping step (None: in the audience)."""
+    import datetime as dt
+
+    from campaign_lib.campaign.funnel import STEPS, FunnelSpec, drop_work_tables, run_funnel
+    from campaign_lib.selection import load_selection
+
+    spec = FunnelSpec(
+        campaign="ingest_test",
+        channels=("email", "sms", "push"),
+        purpose="newsletter",
+        offer_sku=offer_sku,
+        max_per_channel=9,
+        max_total=9,
+    )
+    selections.mkdir()
+    (selections / "everyone.sql").write_text(
+        "-- description: Every contact\nselect contact_id from core.contact\n", encoding="utf-8"
+    )
+    with pytest.MonkeyPatch.context() as patch, engine.connect() as conn:
+        patch.setenv("KMS_SELECTIONS_DIR", str(selections))
+        try:
+            waterfall = run_funnel(conn, spec, load_selection("everyone"), {}, dt.datetime.now(dt.UTC))
+            rows = conn.execute(text("select contact_id, dropped_at from pg_temp.funnel_contact")).all()
+            conn.commit()
+        finally:
+            drop_work_tables(conn)
+    return waterfall, {contact: STEPS[step - 1] if step else None for contact, step in rows}
 
 
 def test_a_truncated_file_turns_the_run_red_and_the_rest_still_loads(dagbag, sftp, clean_db: Engine) -> None:

@@ -12,8 +12,11 @@ from sqlalchemy import text
 from sqlalchemy.engine import URL, Engine
 
 from campaign_lib.errors import ConfigError, FileRejected
-from campaign_lib.ingest.load import load_rows
+from campaign_lib.ingest.feeds import load_feeds
+from campaign_lib.ingest.load import file_fingerprint, load_rows
+from campaign_lib.ingest.parse import parse_file
 from campaign_lib.ingest.record import RejectedRow, SourceRecord
+from campaign_lib.ingest.sftp_ingest import register_feed
 
 BERLIN = dt.timezone(dt.timedelta(hours=2))
 HOSTILE = "Robert'); DROP TABLE core.contact;-- {{ 7*7 }} <script>alert(1)</script>"
@@ -102,6 +105,34 @@ def test_a_corrected_file_updates_by_natural_key(clean_db: Engine, kms_url: URL)
     assert scalar(clean_db, "select record_id from ingest.record_pending") == scalar(
         clean_db, "select record_id from ingest.record where source_key = 'R11-2'"
     )
+
+
+def test_a_file_of_new_and_known_keys_inserts_the_new_and_updates_only_the_changed(
+    clean_db: Engine, kms_url: URL
+) -> None:
+    first = load(clean_db, kms_url, [receipt(1), receipt(2)])
+    assert first.records_changed == 2
+    with clean_db.begin() as conn:
+        conn.execute(text("delete from ingest.record_pending"))
+
+    # R11-0 sorts first, so the plain insert writes it before R11-1 conflicts; all of that
+    # is rolled back and the upsert runs: one new record, one changed, one unchanged.
+    mixed = load(clean_db, kms_url, [receipt(0), receipt(1), receipt(2, amount=990)], sha="b")
+
+    assert (mixed.status, mixed.rows_loaded, mixed.records_changed) == ("merged", 3, 2)
+    with clean_db.connect() as conn:
+        queued = (
+            conn.execute(
+                text(
+                    "select r.source_key from ingest.record_pending join ingest.record r using (record_id) "
+                    "order by 1"
+                )
+            )
+            .scalars()
+            .all()
+        )
+    assert queued == ["R11-0", "R11-2"]
+    assert scalar(clean_db, "select count(*) from ingest.record") == 3
 
 
 def test_hostile_text_is_stored_as_data(clean_db: Engine, kms_url: URL) -> None:
@@ -329,3 +360,131 @@ def test_an_unknown_gate_setting_is_a_clear_error(clean_db: Engine, kms_url: URL
     monkeypatch.setenv("KMS_QUALITY_GATE", "yolo")
     with pytest.raises(ConfigError, match="KMS_QUALITY_GATE must be one of great_expectations, sql"):
         load(clean_db, kms_url, [receipt(1)])
+
+
+# The product catalogue ----------------------------------------------------------------------
+
+CATALOGUE = (
+    "sku,name,category,price,currency\n"
+    "WP-DAY,Wasserwelt Tageskarte,water_park,33.00,EUR\n"
+    "WP-DAY-HOTEL,Wasserwelt Tageskarte Hotelgast,water_park,29.70,EUR\n"
+    '"SOU-1","Wasser 0,5 l",shop_item,2.50,EUR\n'
+    "BAD,Tasse,Shop Item,9.00,EUR\n"
+)
+
+
+def load_catalogue(
+    engine: Engine, url: URL, tmp_path, content: str, name: str = "products_20261101T010000.csv"
+):
+    spec = load_feeds()["products"]
+    register_feed(engine, spec)
+    path = tmp_path / name
+    path.write_text(content, encoding="utf-8")
+    sha256, size = file_fingerprint(path)
+    return load_rows(
+        engine,
+        url,
+        feed=spec.name,
+        channel="local",
+        name=name,
+        content_sha256=sha256,
+        size_bytes=size,
+        rows=parse_file(spec, path),
+        snapshot_max_shrink=spec.snapshot.max_shrink,
+    )
+
+
+def products(engine: Engine) -> list[tuple]:
+    with engine.connect() as conn:
+        return [
+            tuple(row)
+            for row in conn.execute(
+                text("select sku, name, category, price_cents, currency from core.product order by sku")
+            )
+        ]
+
+
+def test_a_catalogue_upserts_products_by_sku_and_an_unchanged_one_changes_nothing(
+    clean_db: Engine, kms_url: URL, tmp_path
+) -> None:
+    first = load_catalogue(clean_db, kms_url, tmp_path, CATALOGUE)
+    assert (first.status, first.rows_received, first.rows_loaded, first.rows_quarantined) == (
+        "merged",
+        4,
+        3,
+        1,
+    )
+    assert first.records_changed == 3
+    assert products(clean_db) == [
+        ("SOU-1", "Wasser 0,5 l", "shop_item", 250, "EUR"),
+        ("WP-DAY", "Wasserwelt Tageskarte", "water_park", 3300, "EUR"),
+        ("WP-DAY-HOTEL", "Wasserwelt Tageskarte Hotelgast", "water_park", 2970, "EUR"),
+    ]
+    assert scalar(clean_db, "select reasons from ingest.quarantine") == [
+        "category 'Shop Item' is not a lower-case identifier such as water_park"
+    ]
+    # Products are not source records: nothing for identity resolution.
+    assert scalar(clean_db, "select count(*) from ingest.record") == 0
+
+    # The next day's catalogue: the same products, one new price, the bad row fixed.
+    tomorrow = CATALOGUE.replace("33.00", "34.50").replace("Shop Item", "shop_item")
+    second = load_catalogue(clean_db, kms_url, tmp_path, tomorrow, "products_20261102T010000.csv")
+    assert (second.status, second.rows_loaded, second.rows_quarantined, second.records_changed) == (
+        "merged",
+        4,
+        0,
+        2,
+    )
+    assert ("WP-DAY", "Wasserwelt Tageskarte", "water_park", 3450, "EUR") in products(clean_db)
+
+    # The same catalogue under another name changes nothing; a cut one is refused.
+    same = load_catalogue(clean_db, kms_url, tmp_path, tomorrow + "\n", "products_20261103T010000.csv")
+    assert (same.status, same.records_changed) == ("merged", 0)
+    cut = "sku,name,category,price,currency\nWP-DAY,Wasserwelt Tageskarte,water_park,34.50,EUR\n"
+    shrunk = load_catalogue(clean_db, kms_url, tmp_path, cut, "products_20261104T010000.csv")
+    assert shrunk.status == "quarantined" and "snapshot shrank from 4 to 1 rows" in shrunk.error
+    assert len(products(clean_db)) == 4
+
+
+def test_activities_written_before_their_product_point_to_it_once_the_catalogue_has_it(
+    clean_db: Engine, kms_url: URL, tmp_path
+) -> None:
+    with clean_db.begin() as conn:
+        contact = conn.execute(
+            text(
+                "with a as (insert into core.account (account_type) values ('household') returning account_id) "
+                "insert into core.contact (account_id, status) select account_id, 'active' from a "
+                "returning contact_id"
+            )
+        ).scalar_one()
+        # As identity resolution writes a ticket whose SKU the catalogue does not know yet.
+        conn.execute(
+            text(
+                "insert into core.activity (contact_id, activity_type, source_system, source_ref, "
+                "occurred_at, attributes) values (:c, 'water_park_ticket', 'ticketing', 'T1', now(), "
+                """'{"ticket_type": "adult", "product_sku": "WP-DAY-HOTEL", "product_name": "x"}')"""
+            ),
+            {"c": contact},
+        )
+    load_catalogue(clean_db, kms_url, tmp_path, CATALOGUE)
+    with clean_db.connect() as conn:
+        sku, attributes = conn.execute(
+            text("select p.sku, a.attributes from core.activity a join core.product p using (product_id)")
+        ).one()
+    assert (sku, attributes) == ("WP-DAY-HOTEL", {"ticket_type": "adult"})
+
+
+def test_a_ticket_with_an_sku_the_catalogue_does_not_know_loads_and_is_counted(
+    clean_db: Engine, kms_url: URL, tmp_path
+) -> None:
+    load_catalogue(clean_db, kms_url, tmp_path, CATALOGUE)
+    rows = [
+        receipt(1, product_sku="WP-DAY-HOTEL"),
+        receipt(2, product_sku="WP-NIGHT"),
+        receipt(3, product_sku="WP-NIGHT"),
+        receipt(4),
+    ]
+    result = load(clean_db, kms_url, rows)
+    assert (result.status, result.rows_loaded) == ("merged", 4)
+    quality = scalar(clean_db, "select quality from ingest.file where feed = 'restaurant_pos'")
+    assert quality["unknown_product_skus"] == {"rows": 2, "skus": ["WP-NIGHT"]}

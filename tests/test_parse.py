@@ -476,6 +476,116 @@ def test_invalid_email_and_phone_become_null_and_are_kept_in_attributes(tmp_path
     assert stats.issues == {"invalid_email": 1, "invalid_phone": 1}
 
 
+# Product catalogue, ticket products, push subscriptions ------------------------------------
+
+PRODUCT_HEADER = "sku,name,category,price,currency\n"
+TICKET_HEADER = (
+    "ticket_id,order_id,attraction,visit_date,ticket_type,price,currency,sales_channel,"
+    "buyer_email,buyer_first_name,buyer_last_name,buyer_phone,product_sku\n"
+)
+
+
+def test_a_product_catalogue_row_becomes_a_product_and_bad_rows_say_why(tmp_path):
+    content = PRODUCT_HEADER + (
+        "WP-DAY-HOTEL,Wasserwelt Tageskarte Hotelgast,water_park,29.70,EUR\n"
+        '"SOU-1","Wasser 0,5 l",shop_item,2.50,EUR\n'
+        "BAD-CAT,Tasse,Shop Item,9.00,EUR\n"
+        "NEG,Tasse,shop_item,-1.00,EUR\n"
+        ",Ohne SKU,shop_item,1.00,EUR\n"
+        "FREE,Parkplatz,parking,,\n"
+    )
+    items, stats = _rows(tmp_path, "products", content)
+    hotel, water, bad_category, negative, no_sku, free = items
+    assert (hotel.product_sku, hotel.product_name, hotel.attributes, hotel.amount_cents, hotel.currency) == (
+        "WP-DAY-HOTEL",
+        "Wasserwelt Tageskarte Hotelgast",
+        {"category": "water_park"},
+        2970,
+        "EUR",
+    )
+    assert water.product_name == "Wasser 0,5 l" and hotel.source_key == "WP-DAY-HOTEL"
+    assert bad_category.reasons == ("category 'Shop Item' is not a lower-case identifier such as water_park",)
+    assert negative.reasons == ("amount_cents: negative amount '-1.00'",)
+    assert no_sku.reasons == ("missing required field sku",)
+    assert (free.amount_cents, free.currency) == (None, None)
+    assert (stats.records, stats.rejected) == (3, 3)
+
+
+def test_a_ticket_carries_its_product_sku(tmp_path):
+    row = "T1,O1,water_park,2026-07-01,adult,29.70,EUR,hotel,,Anna,Muster,,WP-DAY-HOTEL\n"
+    missing = "T2,O1,water_park,2026-07-01,adult,29.70,EUR,hotel,,Anna,Muster,,\n"
+    ticket, rejected = _rows(tmp_path, "ticketing", TICKET_HEADER + row + missing)[0]
+    assert (ticket.product_sku, ticket.activity_type, ticket.amount_cents) == (
+        "WP-DAY-HOTEL",
+        "water_park_ticket",
+        2970,
+    )
+    assert rejected.reasons == ("missing required field product_sku",)
+
+
+SUBSCRIPTION = {"endpoint": "https://push.example/send/abc", "keys": {"p256dh": "BNc", "auth": "tB"}}
+
+
+def web_event(event_type: str, **fields) -> str:
+    """One website event as a JSON line (the generator's shape)."""
+    event = {"event_id": "e1", "event_type": event_type, "occurred_at": "2026-07-01T18:03:11+02:00"}
+    event.update(fields)
+    return json.dumps(event) + "\n"
+
+
+@pytest.mark.parametrize(
+    ("platform", "token", "stored"),
+    [
+        ("android", "fcm-token-1", "fcm-token-1"),
+        ("ios", " apns-token-2 ", "apns-token-2"),
+        (
+            "web",
+            SUBSCRIPTION,
+            'webpush:{"endpoint":"https://push.example/send/abc","keys":{"auth":"tB","p256dh":"BNc"}}',
+        ),
+    ],
+)
+def test_a_push_subscription_becomes_a_push_token_with_push_consent(tmp_path, platform, token, stored):
+    subscription = {"customer_id": "W42", "cookie_id": "c0ffee", "platform": platform, "push_token": token}
+    [record], _ = _rows(tmp_path, "website", web_event("push_subscription", **subscription))
+    assert record.push_token == stored and record.activity_type is None
+    assert (record.consent_channel, record.consent_purpose, record.consent_status) == (
+        "push",
+        "newsletter",
+        "opt_in",
+    )
+    assert record.source_customer_id == "website:W42" and record.attributes == {"platform": platform}
+    # The consent the event spells out is taken as it is.
+    consent = {"channel": "push", "purpose": "offers", "double_opt_in_at": None}
+    [record], _ = _rows(tmp_path, "website", web_event("push_subscription", **subscription, consent=consent))
+    assert (record.consent_channel, record.consent_purpose) == ("push", "offers")
+
+
+def test_a_push_token_too_long_for_an_identifier_rejects_the_row(tmp_path):
+    token = {"endpoint": "https://push.example/" + "x" * 1000, "keys": {}}
+    event = web_event("push_subscription", cookie_id="c0ffee", platform="web", push_token=token)
+    [rejected], _ = _rows(tmp_path, "website", event)
+    assert rejected.reasons == ("push_token has 1054 characters, more than 1000",)
+
+
+def test_a_push_token_that_is_an_object_outside_web_push_rejects_the_row(tmp_path):
+    event = web_event("push_subscription", cookie_id="c0ffee", platform="android", push_token=SUBSCRIPTION)
+    [rejected], _ = _rows(tmp_path, "website", event)
+    assert rejected.reasons == ("push_token: expected a single value, got a JSON dict",)
+
+
+def test_an_sms_newsletter_signup_keeps_the_phone_and_its_consent(tmp_path):
+    consent = {"channel": "sms", "purpose": "newsletter", "source": "website_form"}
+    signup = {"customer_id": None, "cookie_id": "c0ffee", "email": None, "phone": "0170 1234567"}
+    [record], _ = _rows(tmp_path, "website", web_event("newsletter_signup", **signup, consent=consent))
+    assert (record.phone_e164, record.email) == ("+491701234567", None)
+    assert (record.consent_channel, record.consent_purpose, record.consent_status) == (
+        "sms",
+        "newsletter",
+        "opt_in",
+    )
+
+
 # Standardisation -----------------------------------------------------------------------------
 
 PHONES = [

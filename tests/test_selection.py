@@ -636,7 +636,7 @@ INVALID = [
     ("unknown-account-type", rules({"account": {"type": "family"}}), "rules.account.type.eq: unknown value 'family' (expected one of: household, company)"),
     ("unknown-activity-key", rules({"activity": {"typ": "hotel_stay"}}), "rules.activity.typ: unknown key (expected one of: type, source_system, outlet, currency, sku, category, within_days, since, until, count, amount)"),
     ("unknown-activity-type", rules({"activity": {"type": "hotel_sty"}}), "rules.activity.type: unknown value 'hotel_sty' (expected one of: hotel_stay, restaurant_bill, bar_bill, shop_purchase, water_park_ticket, dolphinarium_ticket, web_registration, web_login, web_page_view, newsletter_signup, comment, rating, call)"),
-    ("unknown-source-system", rules({"activity": {"source_system": ["website", "pos"]}}), "rules.activity.source_system: unknown value 'pos' (expected one of: crm, hotel_pms, restaurant_pos, shop_pos, ticketing, website, kms)"),
+    ("unknown-source-system", rules({"activity": {"source_system": ["website", "pos"]}}), "rules.activity.source_system: unknown value 'pos' (expected one of: crm, hotel_pms, restaurant_pos, shop_pos, ticketing, website, kms, product_catalogue)"),
     ("text-within-days", rules({"activity": {"within_days": "x"}}), "rules.activity.within_days: must be an integer, not 'x'"),
     ("zero-within-days", rules({"activity": {"within_days": 0}}), "rules.activity.within_days: must be a positive integer, not 0"),
     ("date-as-text", rules({"activity": {"since": "last year"}}), "rules.activity.since: must be a date (YYYY-MM-DD), not 'last year'"),

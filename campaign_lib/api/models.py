@@ -10,7 +10,15 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    TypeAdapter,
+    model_validator,
+)
 
 Uuid = Annotated[
     str,
@@ -60,7 +68,7 @@ class PageView(_Event):
 
 
 class NewsletterConsent(_Item):
-    channel: Literal["email"]
+    channel: Literal["email", "sms"]
     purpose: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]*$", max_length=64)]
     opt_in_at: AwareDatetime
     double_opt_in_at: AwareDatetime | None = Field(description="null until the subscriber confirmed")
@@ -69,10 +77,57 @@ class NewsletterConsent(_Item):
 
 class NewsletterSignup(_Event):
     event_type: Literal["newsletter_signup"]
-    email: Short
+    email: Short | None = Field(None, description="the address signed up (consent channel email)")
+    phone: Short | None = Field(None, description="the number signed up, as typed (consent channel sms)")
     cookie_id: Identifier | None
     customer_id: Identifier | None
     consent: NewsletterConsent
+
+    @model_validator(mode="after")
+    def _address_of_the_channel(self) -> NewsletterSignup:
+        address = self.email if self.consent.channel == "email" else self.phone
+        if not address:
+            field = "email" if self.consent.channel == "email" else "phone"
+            raise ValueError(f"a newsletter sign-up by {self.consent.channel} needs its {field}")
+        return self
+
+
+PushToken = Annotated[str, StringConstraints(min_length=1, max_length=1_000)]
+
+
+class WebPushKeys(_Item):
+    p256dh: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{40,200}$")]
+    auth: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{16,64}$")]
+
+
+class WebPushSubscription(_Item):
+    """A browser's PushSubscription as its toJSON() gives it."""
+
+    endpoint: Annotated[str, StringConstraints(pattern=r"^https?://", max_length=800)]
+    keys: WebPushKeys
+
+
+class PushConsent(NewsletterConsent):
+    channel: Literal["push"]
+
+
+class PushSubscription(_Event):
+    event_type: Literal["push_subscription"]
+    customer_id: Identifier | None
+    cookie_id: Identifier | None
+    platform: Literal["android", "ios", "web"]
+    push_token: PushToken | WebPushSubscription = Field(
+        description="the app's FCM registration token, or the browser's subscription (platform web)"
+    )
+    consent: PushConsent
+
+    @model_validator(mode="after")
+    def _token_of_the_platform(self) -> PushSubscription:
+        if (self.platform == "web") != isinstance(self.push_token, WebPushSubscription):
+            raise ValueError(
+                "push_token: a subscription object for platform web, a string for android and ios"
+            )
+        return self
 
 
 Subject = Literal["hotel", "restaurant", "water_park", "dolphinarium", "shop", "night_club"]
@@ -104,7 +159,7 @@ class SupportInquiry(_Event):
 
 
 WebsiteEvent = Annotated[
-    Registration | Login | PageView | NewsletterSignup | Comment | Rating | SupportInquiry,
+    Registration | Login | PageView | NewsletterSignup | PushSubscription | Comment | Rating | SupportInquiry,
     Field(discriminator="event_type"),
 ]
 WEBSITE_EVENT = TypeAdapter(WebsiteEvent)

@@ -18,7 +18,7 @@ from campaign_lib.generator.export import GROUND_TRUTH_PATH, WrittenFile, write_
 from campaign_lib.generator.feeds import ACTIVITY_FEEDS, FEEDS
 from campaign_lib.generator.resort import BLOCK_PERSONS, MAX_BLOCKS, RunSpec
 
-GENERATOR_VERSION = "1.0.0"
+GENERATOR_VERSION = "1.1.0"
 MANIFEST = "manifest.json"
 
 __all__ = ["GENERATOR_VERSION", "FeedCount", "GenerateSummary", "generate"]

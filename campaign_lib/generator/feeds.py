@@ -156,6 +156,7 @@ TICKETING = Feed(
         "buyer_first_name",
         "buyer_last_name",
         "buyer_phone",
+        "product_sku",
     ),
     file_pattern="tickets_export_%Y-%m-%d_%H%M.csv",
     drop_hour=4,
@@ -240,9 +241,35 @@ CRM_ADDRESSES = Feed(
     monthly=False,
 )
 
+# The product catalogue (tickets, shop articles, room categories): a snapshot on as_of.
+PRODUCTS = Feed(
+    name="products",
+    folder="products",
+    encoding="utf-8",
+    bom=False,
+    delimiter=",",
+    line_end="\n",
+    quoting=csv.QUOTE_MINIMAL,
+    columns=("sku", "name", "category", "price", "currency"),
+    file_pattern="products_%Y%m%dT%H%M%S.csv",
+    drop_hour=1,
+    drop_minute=0,
+    monthly=False,
+)
+
 # Order matters: feed numbers index the generator's output buckets.
-FEEDS = (HOTEL_PMS, RESTAURANT_POS, SHOP_POS, TICKETING, WEBSITE, CRM_ACCOUNTS, CRM_CONTACTS, CRM_ADDRESSES)
-PMS, RESTAURANT, SHOP, TICKET, WEB, ACCOUNT, CONTACT, ADDRESS = range(len(FEEDS))
+FEEDS = (
+    HOTEL_PMS,
+    RESTAURANT_POS,
+    SHOP_POS,
+    TICKETING,
+    WEBSITE,
+    CRM_ACCOUNTS,
+    CRM_CONTACTS,
+    CRM_ADDRESSES,
+    PRODUCTS,
+)
+PMS, RESTAURANT, SHOP, TICKET, WEB, ACCOUNT, CONTACT, ADDRESS, PRODUCT = range(len(FEEDS))
 ACTIVITY_FEEDS = (PMS, RESTAURANT, SHOP, TICKET, WEB)
 
 GROUND_TRUTH_COLUMNS = ("source_system", "record_kind", "source_key", "person_id", "household_id")

@@ -306,6 +306,33 @@ SHOPS = (
                         ("FAN-2103", "Trinkbecher Delfin", 899))),
 )
 
+# The product category of each shop's articles in the product catalogue, by shop.
+SHOP_CATEGORIES = {
+    "Resort Boutique": "fashion", "Souvenirshop Delfin": "souvenirs", "Bademoden Wave": "swimwear",
+    "Kiosk Lagune": "kiosk", "Spielwaren Kapitän": "toys", "Juwelier Perle": "jewellery",
+    "Sportshop Aktiv": "sports", "Feinkost Genuss": "delicatessen", "Drogerie Vital": "drugstore",
+    "Buchhandlung Seite": "books", "Fotostudio Klick": "photo", "Spa Shop Lotus": "spa",
+    "Surfshop Brandung": "surf", "Kindermode Zwerg": "kids_fashion", "Weinkeller": "wine",
+    "Optiker Weitblick": "optician", "Tabak & Presse": "press", "Elektro Shop": "electronics",
+    "Blumen Flora": "flowers", "Delfin Fanshop": "fan_shop",
+}
+
+# Tickets of the water park and the dolphinarium: (attraction, ticket type, sku, name, price in
+# cents, name at the hotel-guest rate). Hotel guests get HOTEL_GUEST_DISCOUNT_PERCENT off, under
+# the SKU with the suffix "-HOTEL"; a family ticket is two adults and their children.
+TICKETS = (
+    ("water_park", "adult", "WP-DAY", "Wasserwelt Tageskarte", 3900, "Wasserwelt Tageskarte Hotelgast"),
+    ("water_park", "child", "WP-DAY-CHILD", "Wasserwelt Tageskarte Kind", 2700,
+     "Wasserwelt Tageskarte Kind Hotelgast"),
+    ("water_park", "family", "WP-FAMILY", "Wasserwelt Familienkarte", 11900,
+     "Wasserwelt Familienkarte Hotelgast"),
+    ("dolphinarium", "adult", "DOL-SHOW", "Delfinshow", 2400, "Delfinshow Hotelgast"),
+    ("dolphinarium", "child", "DOL-SHOW-CHILD", "Delfinshow Kind", 1600, "Delfinshow Kind Hotelgast"),
+    ("dolphinarium", "family", "DOL-FAMILY", "Delfinshow Familienkarte", 6900,
+     "Delfinshow Familienkarte Hotelgast"),
+)
+HOTEL_GUEST_DISCOUNT_PERCENT = 10
+
 # (room type, nightly rate in cents, suits a family) of the 1,500-room hotel.
 ROOM_TYPES = (
     ("EZ Standard", 11900, False), ("DZ Standard", 16900, False), ("DZ Superior", 21900, False),

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from base64 import urlsafe_b64encode
 from bisect import bisect
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,7 +23,18 @@ from random import Random
 
 from campaign_lib.generator import people
 from campaign_lib.generator import reference as ref
-from campaign_lib.generator.feeds import ACCOUNT, ADDRESS, CONTACT, FEEDS, PMS, RESTAURANT, SHOP, TICKET, WEB
+from campaign_lib.generator.feeds import (
+    ACCOUNT,
+    ADDRESS,
+    CONTACT,
+    FEEDS,
+    PMS,
+    PRODUCT,
+    RESTAURANT,
+    SHOP,
+    TICKET,
+    WEB,
+)
 from campaign_lib.generator.people import (
     Household,
     Person,
@@ -33,6 +45,7 @@ from campaign_lib.generator.people import (
     street_line,
 )
 from campaign_lib.generator.timeline import clock, timeline
+from campaign_lib.local_servers.webpush_keys import emulator_webpush_subscription
 
 BLOCK_PERSONS = 1000
 MAX_BLOCKS = 8000
@@ -55,6 +68,16 @@ CARD_PRESENTED = 0.8
 ROOM_CHARGE = 0.35
 E_RECEIPT = 0.05
 SHOP_E_RECEIPT = 0.06
+# Newsletter sign-ups by SMS (of persons with a mobile who browse the website) and push
+# subscriptions (of registered website users), each likelier for email subscribers.
+SMS_SIGNUP = 0.16
+SMS_SIGNUP_WITH_EMAIL = 0.5
+PUSH_SUBSCRIBER = 0.3
+PUSH_SUBSCRIBER_WITH_EMAIL = 0.8
+STALE_PUSH_TOKEN = 0.01
+_PUSH_PLATFORMS, _PUSH_PLATFORM_CUM = ("android", "ios", "web"), (45.0, 80.0, 100.0)
+# Web Push endpoints of the local push emulator, on its demo port.
+WEBPUSH_BASE_URL = "http://127.0.0.1:8791"
 BIRTH_PLACEHOLDER = 0.003
 
 
@@ -88,9 +111,19 @@ _SHOPS = tuple(
     (f"S{i + 1:02d}", quoted(name), tuple((sku, quoted(product), price) for sku, product, price in items))
     for i, (name, items) in enumerate(ref.SHOPS)
 )
-_TICKET_PRICES = {
-    "water_park": {"adult": 3900, "child": 2700, "family": 11900},
-    "dolphinarium": {"adult": 2400, "child": 1600, "family": 6900},
+# Per (attraction, ticket type): (sku, price) at the public rate and at the hotel-guest rate.
+_TICKETS = {
+    (attraction, ticket_type): (
+        (sku, cents),
+        (f"{sku}-HOTEL", cents * (100 - ref.HOTEL_GUEST_DISCOUNT_PERCENT) // 100),
+    )
+    for attraction, ticket_type, sku, _, cents, _ in ref.TICKETS
+}
+# Every ticket SKU with its attraction, ticket type and price in cents.
+TICKET_SKUS = {
+    sku: (attraction, ticket_type, cents)
+    for (attraction, ticket_type), rates in _TICKETS.items()
+    for sku, cents in rates
 }
 _CHANNELS_LEISURE = ("Direkt", "Telefon", "Website", "Website", "Booking.com", "Expedia", "Reisebüro")
 _PAYMENTS = ("card", "card", "cash", "mobile")
@@ -104,6 +137,25 @@ _AMOUNTS = tuple(f"{c // 100}.{c % 100:02d}" for c in range(100_000))
 def amount(cents: int) -> str:
     """Format cents with a decimal point: ``1234.50``."""
     return _AMOUNTS[cents] if cents < 100_000 else f"{cents // 100}.{cents % 100:02d}"
+
+
+def catalogue_lines() -> list[str]:
+    """The product catalogue's lines: tickets at both rates, room categories, shop articles.
+
+    A room category's name is the PMS's room type text, so a loader can map one to the other."""
+    lines = []
+    for attraction, ticket_type, _, name, _, hotel_name in ref.TICKETS:
+        for (sku, cents), label in zip(_TICKETS[attraction, ticket_type], (name, hotel_name), strict=True):
+            lines.append(f"{sku},{quoted(label)},{attraction},{amount(cents)},EUR\n")
+    for room_type, cents, _ in ref.ROOM_TYPES:
+        sku = "HOTEL-" + room_type.upper().replace(" ", "-")
+        lines.append(f"{sku},{quoted(room_type)},hotel_room,{amount(cents)},EUR\n")
+    for shop, products in ref.SHOPS:
+        category = ref.SHOP_CATEGORIES[shop]
+        lines.extend(
+            f"{sku},{quoted(product)},{category},{amount(price)},EUR\n" for sku, product, price in products
+        )
+    return lines
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +213,9 @@ class _BlockLife:
         self.spec = spec
         self.block = block
         self.rng = Random(f"kms-resort:{spec.seed}:{block}")
+        # SMS sign-ups and push subscriptions draw from a stream of their own, so adding them
+        # left every other record of a seed as it was.
+        self.channel_rng = Random(f"kms-resort-channels:{spec.seed}:{block}")
         self.r = self.rng.random
         self.tl = timeline(spec.as_of)
         self.clock = clock()
@@ -172,6 +227,8 @@ class _BlockLife:
 
     def run(self) -> BlockRecords:
         """Create the block's households one after another and live through their two years."""
+        if self.block == 0:
+            self.lines[PRODUCT][0].extend(catalogue_lines())
         first = self.block * BLOCK_PERSONS
         end = min(first + BLOCK_PERSONS, self.spec.guests)
         person_index = first
@@ -414,9 +471,10 @@ class _BlockLife:
     ) -> None:
         """Tickets of one order for ``adults`` and ``children``, bought by ``buyer``."""
         r = self.r
-        prices = _TICKET_PRICES[attraction]
         roll = r()
         channel = "hotel" if in_hotel and roll < 0.25 else ("online" if roll < 0.65 else "counter")
+        # Hotel guests pay the hotel-guest rate at the hotel desk and online with their booking.
+        rate = 1 if in_hotel and channel != "counter" else 0
         order = f"O{self.ids.order():010d}"
         if channel == "online":
             first, last = render_name(buyer.first, buyer.last, r, ascii_source=True)
@@ -427,19 +485,18 @@ class _BlockLife:
             email = phone = ""
         else:
             first = last = email = phone = ""
-        discount = 0.9 if channel == "hotel" else 1.0
         if children and len(adults) == 2 and len(children) <= 3 and r() < 0.6:
             types = ("family",)
         else:
             types = ("adult",) * len(adults) + ("child",) * len(children)
         # Every field quoted (QUOTE_ALL); the values themselves never hold a quote character.
         middle = f'","{order}","{attraction}","{self.iso[day]}","'
-        tail = f'","EUR","{channel}","{email}","{first}","{last}","{phone}"\n'
+        tail = f'","EUR","{channel}","{email}","{first}","{last}","{phone}","'
         lines = self.lines[TICKET][self.month_of_day[day]]
         for ticket_type in types:
             ticket = f"T{self.ids.ticket():010d}"
-            price = amount(int(prices[ticket_type] * discount))
-            lines.append(f'"{ticket}{middle}{ticket_type}","{price}{tail}')
+            sku, cents = _TICKETS[attraction, ticket_type][rate]
+            lines.append(f'"{ticket}{middle}{ticket_type}","{amount(cents)}{tail}{sku}"\n')
             self.truth.append(f"ticketing,ticket,{ticket}{buyer.truth}")
 
     def day_visit(self, household: Household, adults: list[Person]) -> None:
@@ -461,15 +518,17 @@ class _BlockLife:
         before, switch, after = self.tl.utc_offset[day]
         return f"{self.iso[day]}T{self.clock[second]}{before if second < switch else after}"
 
-    def event_id(self) -> str:
-        """Return a random version-4 UUID from the block's random stream."""
-        bits = f"{self.rng.getrandbits(128):032x}"
+    def event_id(self, rng: Random | None = None) -> str:
+        """Return a random version-4 UUID from ``rng``, by default the block's random stream."""
+        bits = f"{(rng or self.rng).getrandbits(128):032x}"
         variant = "89ab"[int(bits[16], 16) & 3]
         return f"{bits[:8]}-{bits[8:12]}-4{bits[13:16]}-{variant}{bits[17:20]}-{bits[20:]}"
 
-    def web_event(self, person: Person, day: int, second: int, event: dict) -> None:
-        """Add a website event other than a page view, serialised with ``json``."""
-        event_id = self.event_id()
+    def web_event(
+        self, person: Person, day: int, second: int, event: dict, rng: Random | None = None
+    ) -> None:
+        """Add a website event other than a page view, serialised with ``json``; ``rng`` draws its id."""
+        event_id = self.event_id(rng)
         line = json.dumps(
             {
                 "event_id": event_id,
@@ -508,7 +567,8 @@ class _BlockLife:
                 },
             )
         self.page_views(person, cookies, registered_on)
-        if person.email and r() < 0.3:
+        email_signup = bool(person.email) and r() < 0.3
+        if email_signup:
             day, second = int(r() * tl.days), 28800 + int(r() * 50000)
             confirmed = second + 60 + int(r() * 7200) if r() < 0.85 else None
             self.web_event(
@@ -520,15 +580,7 @@ class _BlockLife:
                     "email": render_email(person.email, r),
                     "cookie_id": cookies[0],
                     "customer_id": person.web_customer,
-                    "consent": {
-                        "channel": "email",
-                        "purpose": "newsletter",
-                        "opt_in_at": self.stamp(day, second),
-                        "double_opt_in_at": None
-                        if confirmed is None or confirmed >= 86400
-                        else self.stamp(day, confirmed),
-                        "source": "website_form",
-                    },
+                    "consent": self.consent("email", day, second, confirmed, "website_form"),
                 },
             )
         if registered_on is not None:
@@ -561,7 +613,80 @@ class _BlockLife:
                     "message": message,
                 },
             )
+        self.subscribe(person, cookies, registered_on, email_signup)
         return registered_on is not None
+
+    def consent(self, channel: str, day: int, second: int, confirmed: int | None, source: str) -> dict:
+        """The consent of a sign-up at ``second`` of ``day``, confirmed at second ``confirmed`` if at all."""
+        return {
+            "channel": channel,
+            "purpose": "newsletter",
+            "opt_in_at": self.stamp(day, second),
+            "double_opt_in_at": None
+            if confirmed is None or confirmed >= 86400
+            else self.stamp(day, confirmed),
+            "source": source,
+        }
+
+    def subscribe(
+        self, person: Person, cookies: list[str], registered_on: int | None, email_signup: bool
+    ) -> None:
+        """SMS newsletter sign-ups and push subscriptions, likelier for email subscribers.
+
+        Drawn from the block's channel stream. A push subscription is made while logged in
+        (app or website), so it carries the customer id that links it to the person."""
+        q, days = self.channel_rng.random, self.tl.days
+        if person.phone and q() < (SMS_SIGNUP_WITH_EMAIL if email_signup else SMS_SIGNUP):
+            day, second = int(q() * days), 28800 + int(q() * 50000)
+            confirmed = second + 30 + int(q() * 3600) if q() < 0.85 else None
+            self.web_event(
+                person,
+                day,
+                second,
+                {
+                    "event_type": "newsletter_signup",
+                    "email": None,
+                    "phone": render_phone(person.phone, q),
+                    "cookie_id": cookies[0],
+                    "customer_id": person.web_customer,
+                    "consent": self.consent("sms", day, second, confirmed, "website_form"),
+                },
+                self.channel_rng,
+            )
+        if registered_on is None or q() >= (PUSH_SUBSCRIBER_WITH_EMAIL if email_signup else PUSH_SUBSCRIBER):
+            return
+        day, second = registered_on + int(q() * (days - registered_on)), 25200 + int(q() * 61000)
+        platform = people.pick(q, _PUSH_PLATFORMS, _PUSH_PLATFORM_CUM)
+        self.web_event(
+            person,
+            day,
+            second,
+            {
+                "event_type": "push_subscription",
+                "customer_id": person.web_customer,
+                "cookie_id": cookies[int(q() * len(cookies))],
+                "platform": platform,
+                "push_token": self.push_token(platform),
+                "consent": self.consent(
+                    "push", day, second, None, "website_push_prompt" if platform == "web" else "app"
+                ),
+            },
+            self.channel_rng,
+        )
+
+    def push_token(self, platform: str) -> str | dict:
+        """An FCM registration token (app), or a Web Push subscription of the local emulator (web).
+
+        A few app tokens are stale: the provider emulator reports tokens starting with
+        ``stale-`` as unregistered, which shows their retirement."""
+        bits = self.channel_rng.getrandbits
+        if platform == "web":
+            subscription_id = urlsafe_b64encode(bits(128).to_bytes(16, "big")).rstrip(b"=").decode("ascii")
+            return emulator_webpush_subscription(WEBPUSH_BASE_URL, subscription_id)
+        instance = urlsafe_b64encode(bits(128).to_bytes(16, "big")).decode("ascii")[:22]
+        registration = urlsafe_b64encode(bits(808).to_bytes(101, "big")).decode("ascii")[:134]
+        token = f"{instance}:APA91b{registration}"
+        return f"stale-{token}" if self.channel_rng.random() < STALE_PUSH_TOKEN else token
 
     def page_views(self, person: Person, cookies: list[str], registered_on: int | None) -> None:
         """Browsing sessions: anonymous page views under a cookie, some opened by a login."""

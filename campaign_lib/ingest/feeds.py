@@ -8,6 +8,9 @@ example). `load_feeds` validates every file and names the file, field and proble
 
     feeds/x.yaml: mapping.email: unknown converter 'emial'
 
+A feed's rows become source records (`ingest.record`, for identity resolution), or with
+`target: product` the product catalogue `core.product` (feeds/products.yaml).
+
 A mapping entry is a one-key converter naming its column, plus options:
 
     email: {email: EMail}
@@ -171,6 +174,17 @@ class TemplateConverter(_Converter):
         return tuple(name for _, name, _, _ in string.Formatter().parse(self.template) if name is not None)
 
 
+class JsonConverter(_Converter):
+    # Written `json:` in a feed file; pydantic's BaseModel has a method of that name.
+    key: str = Field(
+        alias="json", description="a JSON Lines key (dots for nested ones) whose value may be an object"
+    )
+    prefix: str = Field(default="", description="text put before the value, e.g. 'webpush:'")
+
+    def _own_columns(self) -> tuple[str, ...]:
+        return (self.key,)
+
+
 class MapConverter(_Converter):
     map: str
     values: dict[str, str | None] = Field(description="source value → field value (null allowed)")
@@ -201,6 +215,7 @@ CONVERTERS: dict[str, type[_Converter]] = {
     "country": CountryConverter,
     "constant": ConstantConverter,
     "template": TemplateConverter,
+    "json": JsonConverter,
     "map": MapConverter,
     "join": JoinConverter,
 }
@@ -227,6 +242,7 @@ FieldMapping = Annotated[
     | Annotated[CountryConverter, Tag("country")]
     | Annotated[ConstantConverter, Tag("constant")]
     | Annotated[TemplateConverter, Tag("template")]
+    | Annotated[JsonConverter, Tag("json")]
     | Annotated[MapConverter, Tag("map")]
     | Annotated[JoinConverter, Tag("join")],
     Discriminator(_converter_of, custom_error_type="converter", custom_error_message="no converter"),
@@ -245,8 +261,14 @@ FieldMappings = Annotated[tuple[FieldMapping, ...], BeforeValidator(_as_list), F
 _DATE_CONVERTERS = (DateConverter, BirthDateConverter)
 _TEXT_CONVERTERS = (
     TextConverter, NameConverter, EmailConverter, PhoneConverter, CountryConverter,
-    ConstantConverter, TemplateConverter, MapConverter, JoinConverter,
+    ConstantConverter, TemplateConverter, JsonConverter, MapConverter, JoinConverter,
 )  # fmt: skip
+# A feed's rows become source records for identity resolution (FeedSpec.target `record`,
+# the default) or the product catalogue (`product`: core.product by SKU), which needs
+# these fields and attributes.
+PRODUCT_FIELDS = ("product_sku", "product_name")
+PRODUCT_ATTRIBUTES = ("category",)
+PRODUCT_CATEGORY_PATTERN = r"[a-z][a-z0-9_]*"  # core.product's check
 
 
 class SftpSpec(_Strict):
@@ -349,6 +371,11 @@ class FeedSpec(_Strict):
     )
     record_kind: str = Field(pattern=r"^[a-z][a-z_]*$")
     description: str
+    target: Literal["record", "product"] = Field(
+        default="record",
+        description="record: rows become source records (ingest.record) for identity resolution; "
+        "product: rows upsert the product catalogue core.product by SKU",
+    )
     activity_types: dict[Annotated[str, Field(pattern=ACTIVITY_TYPE_PATTERN)], str] = Field(
         default={},
         description="activity types this feed introduces, name → description; registered in "
@@ -487,6 +514,13 @@ def _cross_check(spec: FeedSpec) -> list[str]:
             where = f"mapping.{field}" + (f".{index}" if len(entries) > 1 else "")
             check_columns(where, entry)
             problems.extend(f"{where}: {problem}" for problem in _fit(field, entry, spec))
+    if spec.target == "product":
+        for name in PRODUCT_FIELDS:
+            if name not in spec.mapping:
+                problems.append(f"mapping.{name}: missing (a product feed maps {', '.join(PRODUCT_FIELDS)})")
+        for name in PRODUCT_ATTRIBUTES:
+            if name not in spec.attributes:
+                problems.append(f"attributes.{name}: missing (a product feed maps the category)")
     for name, entries in spec.attributes.items():
         if name == "invalid":
             problems.append("attributes.invalid: the name 'invalid' is kept for dropped values")

@@ -11,7 +11,8 @@ The path of one file, each step idempotent:
    the Great Expectations suite on the staged rows (campaign_lib.ingest.quality), then
    one set-based check that the core tables know the file's source systems and activity
    types (in place of per-row foreign keys, migration 0006).
-4. **merge** — one transaction upserts the records into `ingest.record`, moves rejected
+4. **merge** — one transaction upserts the records into `ingest.record` (or, for a
+   product feed, the catalogue `core.product` by SKU), moves rejected
    rows to the quarantine, closes the ledger row and empties staging. A crash before it
    leaves the ledger open, and the next attempt starts over; after it, the file is done.
 
@@ -26,16 +27,20 @@ import datetime as dt
 import hashlib
 import io
 import json
+import re
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, fields
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 
 import psycopg2
-from sqlalchemy.engine import URL, Engine
+import psycopg2.errors
+from sqlalchemy import TextClause, text
+from sqlalchemy.engine import URL, Connection, Engine
+from sqlalchemy.exc import IntegrityError
 
-from campaign_lib.errors import FileRejected
+from campaign_lib.errors import ConfigError, FileRejected
 from campaign_lib.ingest.quality import check_file
 from campaign_lib.ingest.record import RECORD_COLUMNS, RejectedRow, SourceRecord
 from campaign_lib.sqlfiles import queries
@@ -320,6 +325,8 @@ def _load_locked(
         conn.execute(sql["clear_staging"], {"file_id": file_id})
         previous_rows = conn.execute(sql["previous_load"], {"feed": feed, "file_id": file_id}).scalar()
 
+    # A parsed file names its target (FeedSpec.target); API batches are source records.
+    target = getattr(rows, "target", "record")
     counts = _Counts()
     clock = _Stopwatch()
     try:
@@ -341,6 +348,11 @@ def _load_locked(
             raise FileRejected(gate.reason())
         with engine.connect() as conn:
             unknown = conn.execute(sql["unknown_references"], {"file_id": file_id}).scalars().all()
+            fields_filled = getattr(rows, "record_fields", None)
+            if target == "record" and (fields_filled is None or "product_sku" in fields_filled):
+                skus = conn.execute(sql["unknown_product_skus"], {"file_id": file_id}).one()
+                if skus.rows:
+                    gate.report["unknown_product_skus"] = {"rows": skus.rows, "skus": list(skus.skus)}
         if unknown:
             raise FileRejected(f"unknown to the core tables: {', '.join(unknown)}")
         clock.lap("gate")
@@ -351,7 +363,13 @@ def _load_locked(
         )
 
     with engine.begin() as conn:
-        changed = conn.execute(sql["merge_records"], {"file_id": file_id}).scalar_one()
+        if target == "product":
+            products = conn.execute(sql["merge_products"], {"file_id": file_id}).one()
+            if products.inserted:
+                conn.execute(sql["link_new_products"], {"file_id": file_id})
+            changed = products.inserted + products.changed
+        else:
+            changed = _merge_records(conn, file_id)
         conn.execute(sql["quarantine_rejected"], {"file_id": file_id})
         conn.execute(
             sql["finish_file"],
@@ -370,6 +388,42 @@ def _load_locked(
     return LoadResult(
         file_id, "merged", False, counts.received, counts.loaded, counts.rejected, changed, seconds=clock.laps
     )
+
+
+_UPSERT_CLAUSE = re.compile(
+    r"^[ \t]*-- upsert clause: begin$.*?^[ \t]*-- upsert clause: end$\n", re.MULTILINE | re.DOTALL
+)
+
+
+@cache
+def _insert_new_records() -> TextClause:
+    """`merge_records` without its upsert clause: a plain INSERT of the staged records."""
+    statement, cut = _UPSERT_CLAUSE.subn("", queries("ingest.sql")["merge_records"].text)
+    if cut != 1:
+        raise ConfigError("sql/ingest.sql: merge_records must mark its upsert clause once")
+    return text(statement)
+
+
+def _merge_records(conn: Connection, file_id: int) -> int:
+    """Merge a staged file into ingest.record; returns the records inserted or changed.
+
+    A new export's keys are all new, and a plain INSERT costs about a quarter less than
+    the upsert (no speculative insertion; bench figures in ADR 0007). So the plain insert
+    runs first, in a savepoint; when a key exists already (a corrected or re-delivered
+    file, a snapshot) the unique key refuses it, and the guarded upsert runs instead. A
+    snapshot's first key in the statement's order exists, so little is undone.
+    """
+    params = {"file_id": file_id}
+    savepoint = conn.begin_nested()
+    try:
+        changed = conn.execute(_insert_new_records(), params).scalar_one()
+    except IntegrityError as exc:
+        savepoint.rollback()
+        if not isinstance(exc.orig, psycopg2.errors.UniqueViolation):
+            raise
+        return conn.execute(queries("ingest.sql")["merge_records"], params).scalar_one()
+    savepoint.commit()
+    return changed
 
 
 def _quarantine_file(engine: Engine, file_id: int, reason: str, rows_received: int) -> None:

@@ -57,6 +57,9 @@ csv.field_size_limit(max(csv.field_size_limit(), 2**31 - 1))
 
 # A rejected row keeps its raw text for the quarantine, cut here (a 2 MB field stays out).
 MAX_RAW_LINE = 1 << 20
+# The longest push token (FCM ~160, APNs 64, a web push subscription's JSON ~400 characters)
+# a record may carry.
+MAX_PUSH_TOKEN = 1000
 # A quoted field may run over several lines; one longer than this is a missing closing quote.
 MAX_RECORD_LINES = 1000
 
@@ -110,6 +113,8 @@ class ParsedFile:
             {"source_system", "record_kind", "source_key", "line_number", "attributes", *spec.mapping}
             | ({"currency"} if "amount_cents" in spec.mapping else set())
         )
+        # Where the loader merges the records: ingest.record, or core.product (FeedSpec.target).
+        self.target = spec.target
         self._today = today or dt.date.today()
         self._items: Iterator[SourceRecord | RejectedRow] | None = None
 
@@ -641,6 +646,8 @@ class _Builder:
             return self._template(entry)
         if isinstance(entry, f.MapConverter):
             return self._map(entry)
+        if isinstance(entry, f.JsonConverter):
+            return self._json(entry)
         if isinstance(entry, f.JoinConverter):
             columns, separator = [get(name) for name in entry.join], entry.separator
             return lambda row: separator.join(v for c in columns if (v := c(row).strip())) or None
@@ -683,6 +690,27 @@ class _Builder:
             return check_birth_date(parse_date(value, formats), today)
 
         return birth_date
+
+    def _json(self, entry: f.JsonConverter) -> Convert:
+        """The value as text: an object or list as compact JSON with sorted keys (the same
+        subscription is always the same text), anything else as a column's text."""
+        prefix = entry.prefix
+        if self.fmt.type == "csv":
+            column = self.get(entry.key)
+            return lambda row: prefix + value if (value := column(row).strip()) else None
+        path = entry.key.split(".")
+
+        def json_value(row: Row) -> str | None:
+            value: Any = row
+            for step in path:
+                value = value.get(step) if isinstance(value, dict) else None
+            if isinstance(value, dict | list):
+                text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+            else:
+                text = _json_text(value).strip()
+            return prefix + text if text else None
+
+        return json_value
 
     def _template(self, entry: f.TemplateConverter) -> Convert:
         parts = list(string.Formatter().parse(entry.template))
@@ -758,6 +786,28 @@ def _record_checks(spec: FeedSpec) -> list[Callable[[SourceRecord, list[str], li
                 reasons.append(f"quantity {record.quantity} is not positive")
 
         checks.append(positive_quantity)
+    if "push_token" in mapping:
+
+        def push_token(record: SourceRecord, reasons: list[str], issues: list[str]) -> None:
+            # core.identifier keeps it in a unique B-tree, whose entries must stay small.
+            if record.push_token is not None and len(record.push_token) > MAX_PUSH_TOKEN:
+                reasons.append(
+                    f"push_token has {len(record.push_token)} characters, more than {MAX_PUSH_TOKEN}"
+                )
+
+        checks.append(push_token)
+    if spec.target == "product":
+        category = f.PRODUCT_ATTRIBUTES[0]
+        pattern = re.compile(f.PRODUCT_CATEGORY_PATTERN)
+
+        def product(record: SourceRecord, reasons: list[str], issues: list[str]) -> None:
+            value = record.attributes.get(category)
+            if value is None:
+                reasons.append(f"missing {category}")
+            elif not isinstance(value, str) or not pattern.fullmatch(value):
+                reasons.append(f"{category} {value!r} is not a lower-case identifier such as water_park")
+
+        checks.append(product)
     if "language" in mapping:
 
         def language(record: SourceRecord, reasons: list[str], issues: list[str]) -> None:

@@ -43,6 +43,7 @@ class SourceRecord:
     order_ref: str | None = None
     loyalty_card: str | None = None
     cookie_id: str | None = None
+    push_token: str | None = None
 
     activity_type: str | None = None
     occurred_at: dt.datetime | None = None
