@@ -6,8 +6,11 @@ The form's lists are read from the folders when the file is parsed (selections/,
 so a new selection or template set appears in the form without a code change. Values outside
 them are refused before the run starts. A dry run stops after the waterfall: it is in the task
 log and, when the connection `kms_airflow_api` is set, in the run's note. A real run freezes the
-audience like a campaign DAG and publishes `kms://campaign/adhoc/audience` (the campaign name and
-run key in the event's extra).
+audience like a campaign DAG, publishes `kms://campaign/adhoc/audience` (the campaign name and
+run key in the event's extra) and delivers it like a campaign DAG (campaign_lib.airflow_delivery:
+materialise_outbox, wait_for_send_window, plan_<channel>, deliver_<channel> mapped over the batches,
+finish_delivery). An ad-hoc run's send window is the default one (09:00-20:00 Europe/Berlin, every
+day); `send_now` sends at once.
 """
 
 from datetime import timedelta
@@ -15,6 +18,7 @@ from datetime import timedelta
 import pendulum
 from airflow.sdk import Asset, Param, dag, task
 
+from campaign_lib.airflow_delivery import deliver_audience, send_now_param
 from campaign_lib.campaign.definition import message_template_sets, selection_choices
 from campaign_lib.campaign.settings import load_campaign_settings
 
@@ -76,6 +80,7 @@ _PURPOSE = load_campaign_settings().default_purpose
             description="Offered product: people who bought it are left out.",
         ),
         "dry_run": Param(True, type="boolean", description="Only show the waterfall; freeze nothing."),
+        "send_now": send_now_param(),
     },
     doc_md=__doc__,
 )
@@ -123,7 +128,8 @@ def kms_campaign():
         outlet_events[ADHOC_AUDIENCE].extra = extra
         return extra
 
-    publish_audience(freeze_audience())
+    # Every channel gets its delivery tasks; those the form did not choose have no batch and skip.
+    deliver_audience(publish_audience(freeze_audience()), ("email", "sms", "push"))
 
 
 kms_campaign()

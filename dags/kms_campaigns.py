@@ -4,7 +4,12 @@ Each DAG validates its definition (the selection exists and its parameters bind)
 eligibility funnel and freezes the audience of the run (sql/funnel.sql, the waterfall in the
 task log), waits for a person's approval when the definition asks for it, and publishes the
 frozen audience as the asset `kms://campaign/<name>/audience` with the run key in the event's
-extra: delivery (step 4) starts from there. A rerun of a run returns the same snapshot.
+extra. Then it delivers (campaign_lib.airflow_delivery): `materialise_outbox` writes one
+message per audience member outside the control group, `wait_for_send_window` waits until the
+definition's send window opens (the `send_now` param skips the wait), `plan_<channel>` lists the
+batches with work, `deliver_<channel>` is mapped over them (pools kms_email, kms_sms, kms_push), and
+`finish_delivery` settles what is left and prints the summary. A rerun of a run returns the
+same snapshot and sends nothing twice (ADR 0010).
 
 This file stays cheap to parse: definitions are read with YAML's C loader and checked by a
 light module; a worker builds only its own DAG. Invalid definitions are skipped here and
@@ -16,6 +21,7 @@ from datetime import timedelta
 import pendulum
 from airflow.sdk import Asset, Param, dag, get_parsing_context, task
 
+from campaign_lib.airflow_delivery import deliver_audience, send_now_param
 from campaign_lib.campaign.definition import SINGLE_CUSTOMER_VIEW_UPDATE, Campaign, load_campaigns
 
 SINGLE_CUSTOMER_VIEW = Asset("kms://core/single_customer_view")
@@ -57,7 +63,8 @@ def build_campaign_dag(campaign: Campaign, version: str):
                 False,
                 type="boolean",
                 description="Only compute and show the waterfall; freeze no audience, publish nothing.",
-            )
+            ),
+            "send_now": send_now_param(),
         },
         doc_md=_doc(campaign, version),
     )
@@ -123,9 +130,11 @@ def build_campaign_dag(campaign: Campaign, version: str):
                 body="{{ ti.xcom_pull(task_ids='freeze_audience')['markdown'] }}",
                 response_timeout=timedelta(days=3),
             )
-            frozen >> approve >> publish_audience(frozen)
+            published = publish_audience(frozen)
+            frozen >> approve >> published
         else:
-            publish_audience(frozen)
+            published = publish_audience(frozen)
+        deliver_audience(published, campaign.channels)
 
     return campaign_dag()
 

@@ -23,6 +23,7 @@ channels: [email]
 templates:
   email: {{subject: Hallo, html: messages/water_park_for_hotel_guests/email.html.j2,
            text: messages/water_park_for_hotel_guests/email.txt.j2}}
+offer: {{sku: WP-DAY-HOTEL, name: eine Tageskarte}}
 schedule: null
 control_share: 0.25
 """
@@ -99,16 +100,26 @@ def test_each_definition_becomes_a_dag_with_its_schedule_and_hand_over_asset(fol
     bag = dagbag()
 
     plain, vip = bag.dags["kms_campaign_spring_offer"], bag.dags["kms_campaign_vip_offer"]
+    delivery = [
+        "materialise_outbox",
+        "wait_for_send_window",
+        "plan_email",
+        "deliver_email",
+        "finish_delivery",
+        "render_report",
+    ]
     assert [t.task_id for t in plain.topological_sort()] == [
         "validate",
         "freeze_audience",
         "publish_audience",
+        *delivery,
     ]
     assert [t.task_id for t in vip.topological_sort()] == [
         "validate",
         "freeze_audience",
         "approve_audience",
         "publish_audience",
+        *delivery,
     ]
     assert type(plain.timetable).__name__ == "NullTimetable"
     assert "kms://core/single_customer_view" in str(vip.timetable.asset_condition)
@@ -117,12 +128,19 @@ def test_each_definition_becomes_a_dag_with_its_schedule_and_hand_over_asset(fol
 
 
 def test_a_campaign_dag_run_freezes_its_audience_and_a_rerun_keeps_it(
-    folders: Path, clean_db: Engine
+    folders: Path, clean_db: Engine, smtp_server, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    import json
+
+    from servers_smtp import smtp_connection
+
+    monkeypatch.setenv("AIRFLOW_CONN_KMS_SMTP", json.dumps(smtp_connection(smtp_server)))
+    monkeypatch.setenv("AIRFLOW_CONN_KMS_TRACKING", json.dumps({"conn_type": "http", "password": "t" * 40}))
     guests(clean_db, 200)
     dag = dagbag().dags["kms_campaign_spring_offer"]
 
-    run = dag.test()
+    # send_now: the test runs at any hour, inside the campaign's send window or not.
+    run = dag.test(run_conf={"send_now": True})
 
     states = {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
     assert run.state == "success", states
@@ -166,7 +184,12 @@ def test_an_ad_hoc_dry_run_shows_the_waterfall_and_freezes_nothing(folders: Path
     )
 
     states = {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
-    assert states == {"freeze_audience": "skipped", "publish_audience": "skipped"}
+    assert states == dict.fromkeys(
+        ["freeze_audience", "publish_audience", "materialise_outbox", "wait_for_send_window"]
+        + ["finish_delivery", "render_report"]
+        + [f"{step}_{channel}" for step in ("plan", "deliver") for channel in ("email", "sms", "push")],
+        "skipped",
+    )
     with clean_db.connect() as conn:
         run_row = conn.execute(text("select status::text, campaign_name from campaign.campaign_run")).one()
         steps = conn.execute(
@@ -175,52 +198,6 @@ def test_an_ad_hoc_dry_run_shows_the_waterfall_and_freezes_nothing(folders: Path
         frozen = conn.execute(text("select count(*) from campaign.audience")).scalar_one()
     assert tuple(run_row) == ("dry_run", "adhoc")
     assert steps[1] == ("selection", 50) and frozen == 0
-
-
-@pytest.fixture(scope="module")
-def api_server(tmp_path_factory: pytest.TempPathFactory):
-    """Airflow's API server (core API only) on the tests' metadata database, on a free port."""
-    import json
-    import os
-    import signal
-    import socket
-    import subprocess
-    import time
-
-    import httpx
-
-    from campaign_lib.airflow_runtime import airflow_command
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    base = f"http://127.0.0.1:{port}"
-    env = dict(os.environ, AIRFLOW__API__PORT=str(port), AIRFLOW__API__BASE_URL=base)
-    env.pop("PYTHONDONTWRITEBYTECODE", None)
-    log = (tmp_path_factory.mktemp("api") / "api-server.log").open("w")
-    server = subprocess.Popen(
-        airflow_command("api-server", "--port", str(port), "--apps", "core", "--workers", "1"),
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                if httpx.get(f"{base}/api/v2/monitor/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert server.poll() is None and time.monotonic() < deadline, "the API server did not start"
-            time.sleep(1)
-        passwords = Path(os.environ["AIRFLOW_HOME"]) / "simple_auth_manager_passwords.json.generated"
-        yield {"host": base, "login": "admin", "password": json.loads(passwords.read_text())["admin"]}
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
-        log.close()
 
 
 def test_a_dry_run_leaves_its_waterfall_as_the_run_note(

@@ -31,6 +31,7 @@ HEAVY_MODULES = (
 # loaded by Airflow already): the factory and the ad-hoc form read the folders with it.
 PARSE_TIME_MODULES = {
     "campaign_lib",
+    "campaign_lib.airflow_delivery",  # the delivery tasks of the campaign DAGs: airflow.sdk only
     "campaign_lib.errors",
     "campaign_lib.campaign",
     "campaign_lib.campaign.definition",

@@ -4,6 +4,8 @@
     POST /api/v1/events          scope events:write;   {"events": [website event, ...]}
     POST /api/v1/contacts        scope contacts:write; {"contacts": [contact profile, ...]}
     GET  /api/v1/openapi.json    public; the OpenAPI document (served docs: /api/v1/docs)
+    /t/...                       public tracking links and provider webhooks, each checking its
+                                 own token or signature (campaign_lib.tracking.routes)
 
 Every error has one shape, `{"error": {"code": ..., "message": ...}}`, and never carries a
 stack trace; server errors are logged. The same app runs standalone (`campaign_lib.api.server`)
@@ -34,6 +36,8 @@ from campaign_lib.api.batches import CONTACTS, EVENTS, BatchKind, CorePublisher,
 from campaign_lib.api.keys import CONTACTS_WRITE, EVENTS_WRITE, Caller, authenticate
 from campaign_lib.api.limits import MAX_CONCURRENT_LOADS, ApiLimits, limits_from_env
 from campaign_lib.api.models import BatchResult, ContactBatch, ErrorBody, EventBatch, Health
+from campaign_lib.tracking.routes import tracking_router
+from campaign_lib.tracking.settings import TrackingSettings, tracking_settings_from_env
 
 log = logging.getLogger(__name__)
 
@@ -91,10 +95,15 @@ def _request_body(model: type) -> dict:
     }
 
 
-def create_app(engine_factory: Callable[[], Engine], limits: ApiLimits | None = None) -> FastAPI:
+def create_app(
+    engine_factory: Callable[[], Engine],
+    limits: ApiLimits | None = None,
+    tracking: Callable[[], TrackingSettings] = tracking_settings_from_env,
+) -> FastAPI:
     """The ingest API app. `engine_factory` is called once, at the first request that needs the
     database, so that building the app (e.g. when Airflow loads the plugin) connects to nothing.
-    `limits` default to the environment's (KMS_API_MAX_BODY_BYTES, KMS_API_MAX_BATCH)."""
+    `limits` default to the environment's (KMS_API_MAX_BODY_BYTES, KMS_API_MAX_BATCH);
+    `tracking` makes the tracking endpoints' settings, at their first request."""
     limits = limits or limits_from_env()
     engine_lock = threading.Lock()
     engines: list[Engine] = []
@@ -275,6 +284,7 @@ def create_app(engine_factory: Callable[[], Engine], limits: ApiLimits | None = 
             app.openapi_schema = schema
         return app.openapi_schema
 
+    app.include_router(tracking_router(engine, tracking))
     app.openapi = openapi
     app.state.publisher = publisher
     return app

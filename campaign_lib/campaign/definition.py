@@ -13,7 +13,7 @@ import hashlib
 import os
 import re
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Literal
@@ -34,6 +34,7 @@ _CRON_FIELD = re.compile(r"^[0-9*/,\-A-Za-z?LW#]+$")
 Name = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{1,62}$")]
 Channel = Literal["email", "sms", "push"]
 Money = Annotated[Decimal, Field(ge=0, max_digits=14, decimal_places=4)]
+_WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")  # date.weekday() order
 
 
 def campaigns_folder() -> Path:
@@ -113,6 +114,34 @@ class SendWindow(_Strict):
         if self.start >= self.end:
             raise ValueError(f"start {self.start} must be before end {self.end}")
         return self
+
+    def opens_in(self, at: datetime) -> timedelta:
+        """Zero when the aware moment `at` is inside the window, else the time until it opens.
+
+        The window is wall-clock time in `timezone` on `days`, from `start` up to but not
+        including `end`. On a DST change night a start or end the clock skips is read with the
+        offset before the change (an hour later), one it passes twice at its first pass.
+        """
+        if at.tzinfo is None:
+            raise ValueError("a send window needs an aware datetime, not a naive one")
+        from zoneinfo import ZoneInfo
+
+        zone = ZoneInfo(self.timezone)
+        # In UTC: aware datetimes with one and the same tzinfo compare and subtract wall times.
+        now = at.astimezone(UTC)
+        today = at.astimezone(zone).date()
+
+        def instant(day: date, hhmm: str) -> datetime:
+            return datetime.combine(day, time.fromisoformat(hhmm), zone).astimezone(UTC)
+
+        days = (today + timedelta(days=offset) for offset in range(8))
+        windows = (
+            (instant(day, self.start), instant(day, self.end))
+            for day in days
+            if _WEEKDAYS[day.weekday()] in self.days
+        )
+        # `days` is never empty, so a window opens within a week.
+        return next(max(opens - now, timedelta(0)) for opens, closes in windows if now < closes)
 
 
 class Costs(_Strict):
