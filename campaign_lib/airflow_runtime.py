@@ -20,6 +20,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,8 +33,13 @@ from campaign_lib.errors import ConfigError, KmsError
 from campaign_lib.files import last_log_line
 
 COMPONENTS = ("scheduler", "dag-processor", "triggerer", "api-server")
-# Started beside Airflow unless the environment names another SFTP server (AIRFLOW_CONN_KMS_SFTP).
-LOCAL_SFTP = "sftp-server"
+# Local stand-ins started beside Airflow, each unless the environment names the real system
+# by its connection: component name -> (that connection's variable, the `kms` command).
+LOCAL_SERVERS = {
+    "sftp-server": ("AIRFLOW_CONN_KMS_SFTP", ("sftp", "serve")),
+    "smtp-server": ("AIRFLOW_CONN_KMS_SMTP", ("smtp", "serve")),
+    "provider-emulators": ("AIRFLOW_CONN_KMS_SMS", ("providers", "serve")),
+}
 LOCAL_SFTP_USER = "resort-drops"
 ADMIN_USER = "admin"
 
@@ -125,9 +131,46 @@ def admin_password(airflow_home: Path) -> str:
     return password
 
 
-def uses_local_sftp() -> bool:
-    """Whether kms runs its own SFTP drop server: unless the environment names another."""
-    return "AIRFLOW_CONN_KMS_SFTP" not in os.environ
+def local_servers() -> dict[str, list[str]]:
+    """Name -> command line of the local stand-ins this environment needs (LOCAL_SERVERS)."""
+    return {
+        name: [sys.executable, "-m", "campaign_lib.cli", *command]
+        for name, (variable, command) in LOCAL_SERVERS.items()
+        if variable not in os.environ
+    }
+
+
+def local_server_ports(settings: Settings) -> dict[str, tuple[int, str]]:
+    """Name -> (port, the setting that moves it) of each local stand-in."""
+    from campaign_lib.local_servers.provider_setup import DEFAULT_PORT
+    from connectors.email import LOCAL_SMTP_PORT
+
+    return {
+        "sftp-server": (settings.sftp_port, "KMS_SFTP_PORT"),
+        "smtp-server": (int(os.environ.get("KMS_SMTP_PORT") or LOCAL_SMTP_PORT), "KMS_SMTP_PORT"),
+        "provider-emulators": (
+            int(os.environ.get("KMS_PROVIDERS_PORT") or DEFAULT_PORT),
+            "KMS_PROVIDERS_PORT",
+        ),
+    }
+
+
+def delivery_connections(settings: Settings, env: Mapping[str, str]) -> dict[str, str]:
+    """AIRFLOW_CONN_* of the delivery connectors that the environment does not set: the local
+    SMTP server and the SMS and push provider emulators that `kms up` starts."""
+    from campaign_lib.local_servers.provider_setup import local_provider_connections
+    from connectors.email import smtp_connection_from_env
+
+    local = {"kms_smtp": smtp_connection_from_env(env)}
+    if any(
+        f"AIRFLOW_CONN_{name.upper()}" not in env for name in ("kms_sms", "kms_push_fcm", "kms_push_webpush")
+    ):
+        local |= local_provider_connections(settings.home, env)
+    return {
+        f"AIRFLOW_CONN_{name.upper()}": json.dumps(conn)
+        for name, conn in local.items()
+        if f"AIRFLOW_CONN_{name.upper()}" not in env
+    }
 
 
 def local_sftp_connection(settings: Settings, keys: dict[str, str]) -> str:
@@ -158,7 +201,7 @@ def airflow_command(*args: str) -> list[str]:
 
 
 def migrate_metadata(env: dict[str, str], log_file: Path) -> None:
-    """Run `airflow db migrate` (idempotent), logging to `log_file`."""
+    """Run `airflow db migrate` (idempotent) and set the delivery pools, logging to `log_file`."""
     log_file.parent.mkdir(parents=True, exist_ok=True)
     with log_file.open("ab") as log:
         result = subprocess.run(
@@ -166,11 +209,41 @@ def migrate_metadata(env: dict[str, str], log_file: Path) -> None:
         )
     if result.returncode != 0:
         raise AirflowError(f"airflow db migrate failed; see {log_file}: {last_log_line(log_file)}")
+    pools_file = log_file.parent / "delivery-pools.json"
+    pools_file.write_text(json.dumps(delivery_pools(env)), encoding="utf-8")
+    with log_file.open("ab") as log:
+        result = subprocess.run(
+            airflow_command("pools", "import", str(pools_file)), env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+    if result.returncode != 0:
+        raise AirflowError(f"airflow pools import failed; see {log_file}: {last_log_line(log_file)}")
+
+
+# How many delivery tasks of a channel run at once across all campaigns (each email task
+# opens up to 4 SMTP sessions, see campaign_lib.delivery.runs.CHANNEL_DEFAULTS).
+DELIVERY_POOL_SLOTS = {"email": 4, "sms": 2, "push": 2}
+
+
+def delivery_pools(env: Mapping[str, str]) -> dict[str, dict[str, object]]:
+    """The Airflow pools kms_email, kms_sms and kms_push the delivery tasks run in; slots from
+    KMS_POOL_SLOTS_EMAIL, _SMS, _PUSH (defaults DELIVERY_POOL_SLOTS). Set at every `kms up`."""
+    pools = {}
+    for channel, default in DELIVERY_POOL_SLOTS.items():
+        name = f"KMS_POOL_SLOTS_{channel.upper()}"
+        raw = env.get(name) or str(default)
+        if not raw.isdigit() or int(raw) < 1:
+            raise ConfigError(f"{name} must be a positive whole number, not {raw!r}")
+        pools[f"kms_{channel}"] = {
+            "slots": int(raw),
+            "description": f"kms {channel} delivery tasks running at once (the provider's capacity)",
+            "include_deferred": False,
+        }
+    return pools
 
 
 class AirflowServices:
-    """The scheduler, DAG processor, triggerer and API server of one kms home, and the
-    local SFTP drop server beside them unless another SFTP server is configured."""
+    """The scheduler, DAG processor, triggerer and API server of one kms home, and the local
+    SFTP, SMTP and provider stand-ins beside them unless the real systems are configured."""
 
     def __init__(self, settings: Settings):
         self.settings = settings
@@ -179,15 +252,12 @@ class AirflowServices:
 
     def commands(self) -> dict[str, list[str]]:
         """Component name -> command line of every component `start` runs."""
-        commands = {name: airflow_command(name) for name in COMPONENTS}
-        if uses_local_sftp():
-            commands[LOCAL_SFTP] = [sys.executable, "-m", "campaign_lib.cli", "sftp", "serve"]
-        return commands
+        return {name: airflow_command(name) for name in COMPONENTS} | local_servers()
 
     def running(self) -> dict[str, int]:
         """Component name -> pid of every component that is alive."""
         alive = {}
-        for name in (*COMPONENTS, LOCAL_SFTP):
+        for name in (*COMPONENTS, *LOCAL_SERVERS):
             pid = self._read_pid(name)
             if pid is not None and _alive(pid):
                 alive[name] = pid
@@ -200,8 +270,9 @@ class AirflowServices:
         commands = self.commands()
         if "api-server" not in already:
             ensure_port_free(port)
-        if LOCAL_SFTP in commands and LOCAL_SFTP not in already:
-            ensure_port_free(self.settings.sftp_port, "KMS_SFTP_PORT")
+        for name, (server_port, setting) in local_server_ports(self.settings).items():
+            if name in commands and name not in already:
+                ensure_port_free(server_port, setting)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         for name, command in commands.items():
@@ -231,7 +302,7 @@ class AirflowServices:
         for pid in running.values():
             if _alive(pid):
                 _signal_group(pid, signal.SIGKILL)
-        for name in (*COMPONENTS, LOCAL_SFTP):
+        for name in (*COMPONENTS, *LOCAL_SERVERS):
             (self.run_dir / f"{name}.pid").unlink(missing_ok=True)
         return sorted(running)
 

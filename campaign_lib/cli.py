@@ -4,10 +4,14 @@
     kms up | down | status             Airflow (scheduler, DAG processor, triggerer, UI)
     kms airflow ARGS...                the airflow CLI with kms's environment
     kms generate --guests N ...        the resort's source-system exports
+    kms simulate responses RUN_ID      opens, clicks and bookings of a delivered run, with a planted uplift
     kms identity resolve|evaluate      the single customer view and its quality
     kms api serve | key create|revoke|list   the real-time ingest API and its keys
     kms selection list|validate|preview      target groups (selections/) and their waterfall
     kms campaign list|validate [FILE...]     campaign definitions (campaigns/)
+    kms template check|preview|proof         message templates: check, render for a contact, send proofs
+    kms smtp serve                     the local SMTP sink (stores mail as .eml files)
+    kms report render|index|email      campaign reports (HTML, PDF, index page, by email)
     kms demo                           the main job on the embedded default
 
 An expected failure prints one line on stderr and exits 1; a usage error exits 2.
@@ -112,6 +116,7 @@ def _up(_args: argparse.Namespace) -> None:
     from campaign_lib.airflow_runtime import (
         AirflowServices,
         airflow_environment,
+        delivery_connections,
         ensure_port_free,
         migrate_metadata,
     )
@@ -124,6 +129,7 @@ def _up(_args: argparse.Namespace) -> None:
     databases = open_databases(settings)
     _upgrade_schema(databases.kms)
     env = airflow_environment(settings, databases)
+    env |= delivery_connections(settings, env)
     if not services.running():
         print("migrating the Airflow metadata database ...", flush=True)
         migrate_metadata(env, services.log_dir / "db-migrate.log")
@@ -148,7 +154,7 @@ def _status(_args: argparse.Namespace) -> None:
     services = AirflowServices(load_settings())
     running = services.running()
     for name in services.commands():
-        print(f"{name:14} {'running, pid ' + str(running[name]) if name in running else 'stopped'}")
+        print(f"{name:18} {'running, pid ' + str(running[name]) if name in running else 'stopped'}")
     if "api-server" in running:
         print(f"Airflow UI: {services.endpoint().url}")
 
@@ -163,10 +169,75 @@ def _generate(args: argparse.Namespace) -> None:
     print(json.dumps(summary.as_dict(), indent=2))
 
 
+def _simulate_responses(args: argparse.Namespace) -> None:
+    from campaign_lib.generator.responses import ResponseTruth, simulate_responses
+    from campaign_lib.reporting import reports_folder
+    from campaign_lib.tracking.tokens import tracking_links_from_env
+
+    try:
+        truth = ResponseTruth(
+            base_rate=args.base_rate, uplift=args.uplift, bystander_bookings=args.bystanders
+        )
+    except ValueError as exc:
+        raise KmsError(str(exc)) from exc
+    result = simulate_responses(
+        _campaign_engine(),
+        args.campaign_run_id,
+        truth=truth,
+        links=tracking_links_from_env(),
+        drop_dir=Path(args.drop_dir) if args.drop_dir else load_settings().sftp_root,
+        truth_dir=reports_folder() / "truth",
+        seed=args.seed,
+    )
+    print(json.dumps(result.as_dict(), indent=2))
+    if result.failed_requests:
+        raise KmsError(
+            f"{len(result.failed_requests)} tracking requests failed, e.g. {result.failed_requests[0]}"
+        )
+
+
 def _campaign_engine():
     from campaign_lib.db import make_engine, open_databases
 
     return make_engine(open_databases(load_settings()).kms)
+
+
+def _delivery_status(args: argparse.Namespace) -> None:
+    from campaign_lib.delivery import delivery_state
+
+    print(delivery_state(_campaign_engine(), args.campaign_run_id).as_text())
+
+
+def _delivery_resume(args: argparse.Namespace) -> None:
+    from campaign_lib.delivery import resume_delivery
+
+    if not resume_delivery(_campaign_engine(), args.campaign_run_id):
+        raise KmsError(f"campaign run {args.campaign_run_id} is not paused")
+    print(
+        f"campaign run {args.campaign_run_id} resumed: clear its failed deliver_* tasks in Airflow, "
+        f"or run `kms delivery send {args.campaign_run_id}`"
+    )
+
+
+def _delivery_reconcile(args: argparse.Namespace) -> None:
+    from campaign_lib.delivery import reconcile
+
+    policy = {c: getattr(args, c) for c in ("email", "sms", "push") if getattr(args, c)}
+    done = reconcile(_campaign_engine(), args.campaign_run_id, policy)
+    print(
+        f"leases expired {done.expired}, settled by receipts {done.from_receipts}, "
+        f"back to pending {done.resent}, assumed sent {done.assumed_sent}, still ambiguous {done.held}"
+    )
+
+
+def _delivery_send(args: argparse.Namespace) -> None:
+    from campaign_lib.airflow_adapter import delivery_connector, tracking_links
+    from campaign_lib.delivery import deliver_run, delivery_state, plan_batches
+
+    engine = _campaign_engine()
+    channels = [c for c, batches in plan_batches(engine, args.campaign_run_id).items() if batches]
+    deliver_run(engine, args.campaign_run_id, {c: delivery_connector(c) for c in channels}, tracking_links())
+    print(delivery_state(engine, args.campaign_run_id).as_text())
 
 
 def _identity_resolve(_args: argparse.Namespace) -> None:
@@ -211,6 +282,20 @@ def _sftp_serve(_args: argparse.Namespace) -> None:
         password=local_sftp_password(settings.home),
         host_key=persistent_host_key(settings.home / "sftp_host_key"),
     )
+
+
+def _providers_serve(_args: argparse.Namespace) -> None:
+    from campaign_lib.local_servers.provider_setup import local_providers
+    from campaign_lib.local_servers.providers import serve_forever
+
+    settings = load_settings()
+    providers = local_providers(settings.home)
+    print(
+        f"SMS (Twilio API), FCM and Web Push emulators on {providers.base_url}; accepted messages in "
+        f"{providers.folder}/{{sms,fcm,webpush}}.jsonl and at {providers.base_url}/_emulator/messages",
+        flush=True,
+    )
+    serve_forever(providers.folder, port=providers.port, **providers.emulator_options())
 
 
 def _api_serve(args: argparse.Namespace) -> None:
@@ -340,18 +425,117 @@ def _campaign_list(_args: argparse.Namespace) -> None:
 def _campaign_validate(args: argparse.Namespace) -> None:
     from campaign_lib.campaign.definition import campaigns_folder, load_campaign, shown_path
     from campaign_lib.campaign.references import checked_selection
+    from campaign_lib.rendering import load_campaign_templates
 
     paths = [Path(f) for f in args.files] or sorted(campaigns_folder().glob("*.y*ml"))
     problems = []
+    engine = None
     for path in paths:
         try:
-            checked_selection(load_campaign(path))
+            loaded = load_campaign(path)
+            checked_selection(loaded)
+            load_campaign_templates(loaded.campaign)
         except KmsError as exc:
             problems.append(str(exc))
         else:
             print(f"{shown_path(path)}: valid")
+            engine = engine or _campaign_engine()
+            print(_detection_line(engine, loaded.campaign))
+    if engine is not None:
+        engine.dispose()
     if problems:
         raise KmsError("\n".join(problems))
+
+
+def _detection_line(engine, campaign) -> str:
+    """The minimum detectable effect of a campaign for `kms campaign validate`."""
+    from campaign_lib.reporting import reports_folder
+    from campaign_lib.reporting.power import expected_detection
+
+    try:
+        return expected_detection(engine, campaign, reports_folder()).line()
+    except KmsError as exc:
+        return f"  minimum detectable effect: unknown ({exc})"
+
+
+def _template_check(args: argparse.Namespace) -> None:
+    from campaign_lib.campaign.definition import find_campaign, load_campaigns
+    from campaign_lib.rendering import load_campaign_templates
+
+    if args.campaigns:
+        loaded = {name: find_campaign(name) for name in args.campaigns}
+    else:
+        loaded, invalid = load_campaigns()
+        if invalid:
+            raise KmsError("\n".join(invalid.values()))
+    problems = []
+    for name, campaign_file in loaded.items():
+        try:
+            load_campaign_templates(campaign_file.campaign)
+        except KmsError as exc:
+            problems.append(str(exc))
+        else:
+            print(f"{name}: templates valid ({', '.join(campaign_file.campaign.channels)})")
+    if problems:
+        raise KmsError("\n".join(problems))
+
+
+def _template_preview(args: argparse.Namespace) -> None:
+    from campaign_lib.campaign.definition import find_campaign
+    from campaign_lib.rendering import load_campaign_templates
+    from campaign_lib.rendering.proof import PREVIEW_MESSAGE_KEY, SAMPLE_RECIPIENT, recipient_of_contact
+    from campaign_lib.tracking.tokens import tracking_links_from_env
+
+    campaign = find_campaign(args.campaign).campaign
+    templates = load_campaign_templates(campaign)
+    if args.contact is None:
+        recipient = SAMPLE_RECIPIENT
+    else:
+        engine = _campaign_engine()
+        try:
+            recipient = recipient_of_contact(engine, args.contact)
+        finally:
+            engine.dispose()
+    for channel in [args.channel] if args.channel else campaign.channels:
+        rendered = templates.render(channel, recipient, tracking_links_from_env(), PREVIEW_MESSAGE_KEY)
+        print(f"== {channel}")
+        if rendered.subject is not None:
+            print(f"Subject: {rendered.subject}")
+        for name, value in rendered.headers.items():
+            print(f"{name}: {value}")
+        print(rendered.text)
+        if rendered.html is not None and args.html:
+            Path(args.html).write_text(rendered.html, encoding="utf-8")
+            print(f"(HTML part written to {args.html})")
+
+
+def _template_proof(args: argparse.Namespace) -> None:
+    from campaign_lib.campaign.definition import find_campaign
+    from campaign_lib.rendering.proof import send_proofs
+    from campaign_lib.tracking.tokens import tracking_links_from_env
+    from connectors.email import EmailConnector, smtp_connection_from_env
+
+    addresses = [address.strip() for address in args.to.split(",") if address.strip()]
+    loaded = find_campaign(args.campaign)
+    engine = _campaign_engine()
+    try:
+        with EmailConnector.from_connection(smtp_connection_from_env()) as connector:
+            sent = send_proofs(engine, loaded, addresses, connector, tracking_links_from_env(), args.contact)
+    finally:
+        engine.dispose()
+    for proof in sent:
+        print(f"{proof.address}: {proof.status}" + (f" ({proof.reason})" if proof.reason else ""))
+    if any(proof.status != "sent" for proof in sent):
+        raise KmsError("not every proof was sent (logged in campaign.proof_send)")
+
+
+def _smtp_serve(args: argparse.Namespace) -> None:
+    from campaign_lib.local_servers.smtp import serve_forever
+    from connectors.email import LOCAL_SMTP_PORT
+
+    folder = Path(args.dir) if args.dir else load_settings().home / "mail"
+    port = args.port or int(os.environ.get("KMS_SMTP_PORT") or LOCAL_SMTP_PORT)
+    serve_forever(folder, port=port)
 
 
 def _demo(args: argparse.Namespace) -> None:
@@ -366,6 +550,65 @@ def _demo(args: argparse.Namespace) -> None:
         demo.run(engine, url, settings, args.guests)
     finally:
         engine.dispose()
+
+
+def _report_run_id(engine, args: argparse.Namespace) -> int:
+    from campaign_lib.reporting.report import latest_run
+
+    return args.run_id if args.run_id is not None else latest_run(engine, args.campaign)
+
+
+def _report_render(args: argparse.Namespace) -> None:
+    from campaign_lib.reporting import render_campaign_report, render_index
+
+    engine = _campaign_engine()
+    out = Path(args.out) if args.out else None
+    try:
+        path = render_campaign_report(
+            engine, _report_run_id(engine, args), out, model=args.model, page_images=args.png
+        )
+        index = render_index(engine, out)
+    finally:
+        engine.dispose()
+    print(f"report: {path}\npdf:    {path.with_suffix('.pdf')}\nindex:  {index}")
+
+
+def _report_index(args: argparse.Namespace) -> None:
+    from campaign_lib.reporting import render_index
+
+    engine = _campaign_engine()
+    try:
+        print(render_index(engine, Path(args.out) if args.out else None))
+    finally:
+        engine.dispose()
+
+
+def _report_email(args: argparse.Namespace) -> None:
+    from campaign_lib.reporting import render_campaign_report
+    from campaign_lib.reporting.mailer import email_report
+    from connectors.email import smtp_connection_from_env
+
+    engine = _campaign_engine()
+    try:
+        path = render_campaign_report(engine, _report_run_id(engine, args), model=args.model)
+    finally:
+        engine.dispose()
+    sent = email_report(path, args.to, smtp_connection_from_env())
+    delivered = [r for r in args.to if r not in sent.refused]
+    print(f"sent {sent.subject!r} to {', '.join(delivered)}")
+    if sent.refused:
+        raise KmsError("refused: " + "; ".join(f"{r} ({reply})" for r, reply in sent.refused.items()))
+
+
+def _report_target(parser: argparse.ArgumentParser) -> None:
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("run_id", nargs="?", type=int, help="the campaign run id")
+    which.add_argument("--campaign", help="the latest run of this campaign")
+    parser.add_argument(
+        "--model",
+        help="attribution model: last_touch, first_touch, linear, time_decay, position_based or markov "
+        "(default: KMS_ATTRIBUTION_MODEL or last_touch)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -395,6 +638,20 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--workers", type=int, default=1, help="processes (output does not depend on it)")
     generate.set_defaults(func=_generate)
 
+    simulate = commands.add_parser("simulate", help="a world with a known truth").add_subparsers(
+        dest="simulate_command", required=True, parser_class=_Parser
+    )
+    responses = simulate.add_parser(
+        "responses", help="opens and clicks (tracking URLs) and bookings (ticketing file) of a run"
+    )
+    responses.add_argument("campaign_run_id", type=int, metavar="RUN_ID")
+    responses.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    responses.add_argument("--base-rate", type=float, default=0.04, help="booking share, no campaign")
+    responses.add_argument("--uplift", type=float, default=0.03, help="added for treated members (absolute)")
+    responses.add_argument("--bystanders", type=int, default=50, help="bookings outside the audience")
+    responses.add_argument("--drop-dir", help="SFTP drop root (default $KMS_HOME/sftp)")
+    responses.set_defaults(func=_simulate_responses)
+
     identity = commands.add_parser("identity", help="the single customer view").add_subparsers(
         dest="identity_command", required=True, parser_class=_Parser
     )
@@ -411,6 +668,11 @@ def build_parser() -> argparse.ArgumentParser:
     sftp.add_parser("serve", help="serve $KMS_HOME/sftp in the foreground (kms up runs it)").set_defaults(
         func=_sftp_serve
     )
+
+    providers = commands.add_parser("providers", help="the local SMS and push provider emulators")
+    providers.add_subparsers(dest="providers_command", required=True, parser_class=_Parser).add_parser(
+        "serve", help="serve the SMS, FCM and Web Push emulators in the foreground"
+    ).set_defaults(func=_providers_serve)
 
     api = commands.add_parser("api", help="the real-time ingest API").add_subparsers(
         dest="api_command", required=True, parser_class=_Parser
@@ -454,6 +716,69 @@ def build_parser() -> argparse.ArgumentParser:
     check = campaign.add_parser("validate", help="check definitions and their references (default: all)")
     check.add_argument("files", nargs="*")
     check.set_defaults(func=_campaign_validate)
+
+    delivery = commands.add_parser("delivery", help="a campaign run's outbox").add_subparsers(
+        dest="delivery_command", required=True, parser_class=_Parser
+    )
+    for name, helptext, func in (
+        ("status", "the run's delivery state and its messages by channel and status", _delivery_status),
+        ("resume", "resume a paused run with a fresh error budget", _delivery_resume),
+        ("send", "send what is left of a run here (connections kms_smtp, kms_sms, ...)", _delivery_send),
+    ):
+        command = delivery.add_parser(name, help=helptext)
+        command.add_argument("campaign_run_id", type=int, metavar="RUN")
+        command.set_defaults(func=func)
+    reconcile = delivery.add_parser(
+        "reconcile", help="settle ambiguous messages: receipts first, then a policy per channel"
+    )
+    reconcile.add_argument("campaign_run_id", type=int, metavar="RUN")
+    for channel in ("email", "sms", "push"):
+        reconcile.add_argument(
+            f"--{channel}", choices=("hold", "resend", "assume_sent"), help=f"policy for {channel}"
+        )
+    reconcile.set_defaults(func=_delivery_reconcile)
+
+    template = commands.add_parser("template", help="message templates (templates/messages/)").add_subparsers(
+        dest="template_command", required=True, parser_class=_Parser
+    )
+    template_check = template.add_parser("check", help="check the templates of campaigns (default: all)")
+    template_check.add_argument("campaigns", nargs="*")
+    template_check.set_defaults(func=_template_check)
+    template_preview = template.add_parser("preview", help="render a campaign's messages; sends nothing")
+    template_preview.add_argument("campaign")
+    template_preview.add_argument("--contact", type=int, help="contact id (default: a sample person)")
+    template_preview.add_argument("--channel", choices=("email", "sms", "push"), help="default: all")
+    template_preview.add_argument("--html", help="write the email's HTML part to this file")
+    template_preview.set_defaults(func=_template_preview)
+    template_proof = template.add_parser("proof", help="send proof emails to seed addresses (not reported)")
+    template_proof.add_argument("campaign")
+    template_proof.add_argument("--to", required=True, help="comma-separated addresses")
+    template_proof.add_argument("--contact", type=int, help="whose data to use (default: a sample person)")
+    template_proof.set_defaults(func=_template_proof)
+
+    smtp = commands.add_parser("smtp", help="the local SMTP sink").add_subparsers(
+        dest="smtp_command", required=True, parser_class=_Parser
+    )
+    smtp_serve = smtp.add_parser("serve", help="accept mail on 127.0.0.1 and store it as .eml files")
+    smtp_serve.add_argument("--port", type=int, help="default: KMS_SMTP_PORT or 8025")
+    smtp_serve.add_argument("--dir", help="default: $KMS_HOME/mail")
+    smtp_serve.set_defaults(func=_smtp_serve)
+
+    report = commands.add_parser("report", help="campaign reports").add_subparsers(
+        dest="report_command", required=True, parser_class=_Parser
+    )
+    render = report.add_parser("render", help="render a run's report (HTML and PDF) and the index page")
+    _report_target(render)
+    render.add_argument("--out", help="folder (default: KMS_REPORTS_DIR or $KMS_HOME/reports)")
+    render.add_argument("--png", action="store_true", help="also write each PDF page as run_<id>_page<n>.png")
+    render.set_defaults(func=_report_render)
+    index = report.add_parser("index", help="render the index page of all campaign runs")
+    index.add_argument("--out", help="folder (default: KMS_REPORTS_DIR or $KMS_HOME/reports)")
+    index.set_defaults(func=_report_index)
+    mail = report.add_parser("email", help="render a run's report and email it (SMTP connection kms_smtp)")
+    _report_target(mail)
+    mail.add_argument("--to", action="append", required=True, help="a recipient (repeat for more)")
+    mail.set_defaults(func=_report_email)
 
     demo = commands.add_parser("demo", help="the main job on the embedded default")
     demo.add_argument("--guests", type=int, default=DEMO_GUESTS)

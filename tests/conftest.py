@@ -27,6 +27,8 @@ from campaign_lib.config import load_settings
 from campaign_lib.db import Databases, admin_connection, make_engine, open_databases
 from campaign_lib.db.migrate import upgrade
 
+pytest_plugins = ("outbox_runs", "servers_airflow", "servers_providers", "servers_smtp", "servers_tracking")
+
 PID = os.getpid()
 _TEMPLATE_LOCK_KEY = 0x6B6D7302
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import smtplib
 import socket
 import subprocess
 import sys
@@ -177,8 +178,19 @@ def _token(base: str, user: str, password: str) -> str:
 
 def test_up_serves_the_airflow_ui_with_the_project_dags(tmp_path: Path) -> None:
     """`kms up` on the tests' own databases: the UI answers, lists kms DAGs; `kms down` stops it."""
-    port, sftp_port = free_port(), free_port()
-    env = dict(os.environ, KMS_HOME=str(tmp_path), KMS_AIRFLOW_PORT=str(port), KMS_SFTP_PORT=str(sftp_port))
+    port, sftp_port, smtp_port, providers_port = free_port(), free_port(), free_port(), free_port()
+    env = dict(
+        os.environ,
+        KMS_HOME=str(tmp_path),
+        KMS_AIRFLOW_PORT=str(port),
+        KMS_SFTP_PORT=str(sftp_port),
+        KMS_SMTP_PORT=str(smtp_port),
+        KMS_PROVIDERS_PORT=str(providers_port),
+        # The tests name their database (KMS_DATABASE_URL), as production does: then the
+        # tracking secret must be given too.
+        KMS_TRACKING_SECRET="t" * 32,
+        KMS_TRACKING_SMS_AUTH_TOKEN="s" * 32,
+    )
     try:
         up = kms("up", env=env, timeout=420)
         assert up.returncode == 0, up.stderr
@@ -196,8 +208,16 @@ def test_up_serves_the_airflow_ui_with_the_project_dags(tmp_path: Path) -> None:
         # The kms plugin mounts the ingest API inside Airflow's API server.
         with urllib.request.urlopen(base + "/kms/api/v1/health", timeout=10) as health:
             assert health.status == 200
-        assert "api-server     running" in kms("status", env=env).stdout
-        assert "sftp-server    running" in kms("status", env=env).stdout
+        status = kms("status", env=env).stdout
+        for component in ("api-server", "sftp-server", "smtp-server", "provider-emulators"):
+            assert f"{component:18} running" in status
+        # The delivery connections point at the local SMTP server and provider emulators.
+        with smtplib.SMTP("127.0.0.1", smtp_port, timeout=10) as smtp:
+            assert smtp.noop()[0] == 250
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{providers_port}/_emulator/messages?provider=sms", timeout=10
+        ) as listing:
+            assert listing.status == 200
         # The local drop server answers with the host key the kms_sftp connection names.
         secrets_file = json.loads((tmp_path / "secrets.json").read_text())
         drop_server = SftpSettings(
@@ -214,4 +234,5 @@ def test_up_serves_the_airflow_ui_with_the_project_dags(tmp_path: Path) -> None:
     assert down.returncode == 0, down.stderr
     assert "api-server" in down.stdout
     assert "sftp-server" in down.stdout
+    assert "provider-emulators" in down.stdout
     assert "Airflow was not running" in kms("down", env=env).stdout
