@@ -151,10 +151,10 @@ def _text_page(report: CampaignReport) -> Figure:
     page.text(
         0.08,
         0.82,
-        "Earned more than doing nothing: " + wording.verdict_reason(report),
+        "\n".join(textwrap.wrap("Earned more than doing nothing: " + wording.verdict_reason(report), 130)),
         fontsize=8,
         color="#555",
-        wrap=True,
+        va="top",
     )
     y = 0.78
     for sentence in [*wording.headline(report), wording.detection_sentence(report)]:
@@ -167,7 +167,7 @@ def _text_page(report: CampaignReport) -> Figure:
     cells = table.table(
         cellText=_increment_rows(report),
         colLabels=["", "got the campaign", "control group", "difference", "significant?"],
-        colWidths=[0.17, 0.14, 0.13, 0.44, 0.12],
+        colWidths=[0.2, 0.14, 0.13, 0.41, 0.12],
         loc="upper left",
         cellLoc="right",
     )
