@@ -174,3 +174,15 @@ def test_a_run_without_control_group_reports_cost_and_revenue_and_says_the_incre
         "There was no control group, so whether it earned more than doing nothing is unknown."
     )
     assert "Without a control group no uplift can be measured" in path.read_text(encoding="utf-8")
+
+
+def test_a_run_whose_funnel_left_nobody_still_gets_a_report(clean_db: Engine, tmp_path: Path) -> None:
+    # Contact pressure or suppressions can leave a run without anyone to send to.
+    run = build_synthetic_run(clean_db, campaign_name="nobody_left", people=0, truth=PLANTED, seed=3)
+
+    path = render_campaign_report(clean_db, run, tmp_path)
+
+    summary = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
+    assert (summary["treated_people"], summary["control_people"], summary["cost_text"]) == (0, 0, "EUR 350")
+    assert "no message was sent" in path.read_text(encoding="utf-8")
+    assert path.with_suffix(".pdf").read_bytes().startswith(b"%PDF")

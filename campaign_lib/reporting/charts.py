@@ -92,7 +92,10 @@ def funnel_chart(funnel: tuple[ChannelFunnel, ...]) -> Figure:
     axes.set_ylabel("% of messages sent")
     axes.set_ylim(0, 115)
     axes.set_title("Sent → delivered → opened → clicked → converted, per channel")
-    axes.legend(frameon=False)
+    if funnel:
+        axes.legend(frameon=False)
+    else:
+        axes.text(2, 50, "no message was sent", ha="center", color="#666")
     return figure
 
 
