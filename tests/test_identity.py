@@ -412,6 +412,19 @@ def test_a_second_batch_re_resolves_only_the_person_it_touches(clean_db: Engine)
     )
 
 
+def anna_in_the_crm() -> dict:
+    """The CRM contact that names both Anna's email and her loyalty card: it joins the two."""
+    return rec(
+        "crm",
+        "CON-1",
+        record_kind="contact",
+        crm_contact_id="CON-1",
+        email="anna@example.org",
+        loyalty_card="RC0000000001",
+        **ANNA,
+    )
+
+
 def test_a_late_record_merges_two_contacts_and_no_activity_is_lost(clean_db: Engine) -> None:
     add(
         clean_db,
@@ -453,18 +466,7 @@ def test_a_late_record_merges_two_contacts_and_no_activity_is_lost(clean_db: Eng
     assert ticket_contact != card_contact
     activities_before = scalar(clean_db, "select count(*) from core.activity")
 
-    add(
-        clean_db,
-        rec(
-            "crm",
-            "CON-1",
-            record_kind="contact",
-            crm_contact_id="CON-1",
-            email="anna@example.org",
-            loyalty_card="RC0000000001",
-            **ANNA,
-        ),
-    )
+    add(clean_db, anna_in_the_crm())
     summary = resolve(clean_db)
 
     survivor = min(ticket_contact, card_contact)
@@ -530,18 +532,7 @@ def test_suppressions_and_contact_history_follow_the_survivor_of_a_merge(clean_d
                 ),
                 {"c": contact},
             )
-    add(
-        clean_db,
-        rec(
-            "crm",
-            "CON-1",
-            record_kind="contact",
-            crm_contact_id="CON-1",
-            email="anna@example.org",
-            loyalty_card="RC0000000001",
-            **ANNA,
-        ),
-    )
+    add(clean_db, anna_in_the_crm())
     resolve(clean_db)
 
     survivor = min(first, second)
