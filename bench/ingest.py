@@ -296,6 +296,8 @@ def resolve_identities(engine, generated: Path, ingest_seconds: float) -> None:
         f"({summary.batch_records / identity_seconds:,.0f} records/s); "
         f"{summary.contacts_created:,} contacts, {summary.activities_written:,} activities"
     )
+    stages = ", ".join(f"{stage} {seconds:.1f}" for stage, seconds in summary.stage_seconds.items())
+    print(f"  seconds per stage: {stages}")
     print(
         f"  files on the SFTP server to core tables: {ingest_seconds + identity_seconds:.1f} s "
         "(ingest wall + identity resolution)"

@@ -179,8 +179,52 @@ select
     (select count(*) from id_scope_contact) as scope_contacts
 from id_scope_record;
 
+-- name: scope_groups
+-- Records that carry nothing but strong identifiers (a page view's cookie id, a receipt's
+-- loyalty card, a ticket's order reference): no name, birth date, address, email, phone,
+-- booking reference or CRM account, not a PMS row, not a company. Those of one source
+-- system with the same strong identifiers and the same previous contact are linked by
+-- rule 1 and read by no other rule (the name rules, the in-house days and the households
+-- need what they lack), so linking reads one of each group, its lowest record id, with
+-- the group's size as its weight (read_scope), and the others take its contact and
+-- account (read_scope_members). In the resort's data 41 % of records are such, in about
+-- 145k groups per 482k records. id_scope_member holds the members that are not their
+-- group's representative.
+create temp table id_scope_member as
+with grouped as materialized (
+    select
+        r.record_id,
+        -- one hashable key: a row's text form tells a null from an empty string
+        row(
+            r.source_system, r.loyalty_card, r.crm_contact_id, r.source_customer_id,
+            r.order_ref, r.cookie_id, c.contact_id
+        )::text as group_key
+    from id_scope_record as s
+    join ingest.record as r using (record_id)
+    left join ingest.record_contact as c using (record_id)
+    where r.first_name is null and r.last_name is null and r.birth_date is null
+      and r.postal_code is null and r.street is null and r.email is null
+      and r.phone_e164 is null and r.booking_ref is null and r.crm_account_id is null
+      and r.account_type is null and r.source_system <> 'hotel_pms'
+      and num_nonnulls(r.loyalty_card, r.crm_contact_id, r.source_customer_id, r.order_ref, r.cookie_id) > 0
+)
+
+select g.record_id, h.representative
+from grouped as g
+join (
+    select group_key, min(record_id) as representative from grouped group by group_key
+) as h using (group_key)
+where g.record_id <> h.representative;
+analyze id_scope_member;
+
+-- name: read_scope_members
+-- The grouped records linking does not read, each with its group's representative
+-- (scope_groups), as "record_id,representative" lines.
+copy (select record_id, representative from id_scope_member) to stdout with (format csv);
+
 -- name: read_scope
--- COPY out of the records in scope, the columns linking needs and nothing else. main_guest:
+-- COPY out of the records in scope, the columns linking needs and nothing else, one row
+-- per group of scope_groups (weight: the records it stands for; 1 when ungrouped). main_guest:
 -- ingestion flags the PMS main guest in attributes.guest_role; without the flag, the PMS
 -- row that carries the reservation's amount is the main guest's (companions show 0,00).
 -- occurred_on, ended_on: the days (resort local time) the record happened and ended, for
@@ -211,10 +255,15 @@ copy (
         ) as main_guest,
         coalesce(r.account_type = 'company', false) as company_account,
         (r.occurred_at at time zone 'Europe/Berlin')::date as occurred_on,
-        (r.ended_at at time zone 'Europe/Berlin')::date as ended_on
+        (r.ended_at at time zone 'Europe/Berlin')::date as ended_on,
+        1 + coalesce(w.members, 0) as weight
     from id_scope_record as s
     join ingest.record as r using (record_id)
     left join ingest.record_contact as c using (record_id)
+    left join (
+        select representative, count(*) as members from id_scope_member group by representative
+    ) as w on w.representative = s.record_id
+    where not exists (select from id_scope_member as m where m.record_id = s.record_id)
     order by r.record_id
 ) to stdout with (format csv);
 

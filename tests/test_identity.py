@@ -228,6 +228,88 @@ def test_a_deterministic_rule_links_one_person(clean_db: Engine, records: list[d
     assert scalar(clean_db, "select count(*) from core.activity") == with_activity
 
 
+def test_identifiers_with_copy_escapes_are_read_back_exactly(clean_db: Engine) -> None:
+    """Identifier values with a backslash, a tab, line breaks and control characters come
+    back from resolution's COPY out as they were: the two equal cards link, the one that
+    differs only after its backslash does not."""
+    card = "C\\1\x1f\t2\n3\r\\"
+    add(
+        clean_db,
+        rec(
+            "restaurant_pos",
+            "E1",
+            loyalty_card=card,
+            activity_type="restaurant_bill",
+            occurred_at=at(2026, 3),
+        ),
+        rec("shop_pos", "E2", loyalty_card=card, activity_type="shop_purchase", occurred_at=at(2026, 3)),
+        rec("shop_pos", "E3", loyalty_card="C\\1", activity_type="shop_purchase", occurred_at=at(2026, 3)),
+    )
+    resolve(clean_db)
+    first, second, third = (
+        contact_of(clean_db, s, k)
+        for s, k in (("restaurant_pos", "E1"), ("shop_pos", "E2"), ("shop_pos", "E3"))
+    )
+    assert first == second is not None
+    assert third not in (None, first)
+    stored = scalar(
+        clean_db,
+        "select value from core.identifier where kind = 'loyalty_card' and value like 'C%' order by length(value) desc limit 1",
+    )
+    assert stored == card
+
+
+def test_records_with_only_a_strong_identifier_are_linked_as_groups_and_each_counted(
+    clean_db: Engine,
+) -> None:
+    """Receipts with nothing but a loyalty card, page views with nothing but a cookie and
+    tickets with nothing but an order reference are read once per group (scope_groups):
+    each record still gets its person, its activity and its place in the counts."""
+    receipts = [
+        rec(
+            "restaurant_pos",
+            f"G{n}",
+            loyalty_card="LC-7",
+            activity_type="restaurant_bill",
+            occurred_at=at(2026, 1 + n % 12),
+        )
+        for n in range(40)
+    ]
+    views = [
+        rec("website", f"V{n}", cookie_id="c00kie", activity_type="web_page_view", occurred_at=at(2026, 2))
+        for n in range(25)
+    ]
+    orphans = [
+        rec("ticketing", f"T{n}", order_ref="O-9", activity_type="water_park_ticket", occurred_at=at(2026, 3))
+        for n in range(5)
+    ]
+    card_holder = rec(
+        "crm", "CON-7", record_kind="contact", crm_contact_id="CON-7", loyalty_card="LC-7", **ANNA
+    )
+    login = rec(
+        "website",
+        "L1",
+        source_customer_id="website:W7",
+        cookie_id="c00kie",
+        loyalty_card="LC-7",
+        activity_type="web_login",
+        occurred_at=at(2026, 2),
+    )
+    add(clean_db, *receipts, *views, *orphans, card_holder, login)
+    summary = resolve(clean_db)
+
+    contacts = {
+        contact_of(clean_db, r["source_system"], r["source_key"])
+        for r in [*receipts, *views, card_holder, login]
+    }
+    assert len(contacts) == 1 and None not in contacts
+    assert {contact_of(clean_db, "ticketing", r["source_key"]) for r in orphans} == {None}
+    assert summary.records_resolved == 72
+    assert summary.records_without_contact == 5
+    assert scalar(clean_db, "select count(*) from core.activity") == 40 + 25 + 1
+    assert scalar(clean_db, "select count(*) from ingest.record_contact") == 67
+
+
 def test_the_pms_companion_is_not_the_main_guest(clean_db: Engine) -> None:
     add(clean_db, *LINK_CASES["booking reference to the PMS main guest"])
     resolve(clean_db)

@@ -146,19 +146,20 @@ def _resolve(
     conn.execute(q["scope_crm_accounts"])
     conn.execute(q["scope_households"])
     conn.execute(q["scope_contact_records"])
+    conn.execute(q["scope_groups"])
     batch, scope, touched = conn.execute(q["scope_counts"]).one()
     bulk = scope >= settings.bulk_min_records and scope >= conn.execute(q["resolved_records"]).scalar_one()
     if bulk:
         conn.execute(q["bulk_session_settings"])
     stages.lap("scope")
 
-    records = _read_scope(conn)
+    records, weight, members = _read_scope(conn)
     previous = {row.contact_id: (row.account_id, row.status) for row in conn.execute(q["scope_contacts"])}
     stages.lap("read")
     linkage = link(records, settings)
     stages.lap("link")
-    plan = _plan(conn, records, linkage, previous)
-    without_contact = sum(1 for person in linkage.record_person if person < 0)
+    plan = _plan(conn, records, weight, members, linkage, previous)
+    without_contact = sum(w for person, w in zip(linkage.record_person, weight, strict=True) if person < 0)
     del records, linkage
     stages.lap("plan")
 
@@ -347,15 +348,23 @@ def _raw_cursor(conn: Connection):
     return conn.connection.dbapi_connection.cursor()
 
 
-def _read_scope(conn: Connection) -> ScopeRecords:
-    """The records in scope as columns (see read_scope), streamed: COPY hands over one row
-    at a time, and every `_ScopeReader.CHUNK` rows are parsed into the columns, so no more
-    than one chunk of raw rows is ever held."""
+def _read_scope(conn: Connection) -> tuple[ScopeRecords, list[int], list[tuple[int, int]]]:
+    """The records linking reads as columns (see read_scope), streamed: COPY hands over one
+    row at a time, and every `_ScopeReader.CHUNK` rows are parsed into the columns, so no
+    more than one chunk of raw rows is ever held. Also each record's weight (how many
+    records of the scope it stands for) and the grouped records it stands for, as
+    (record id, representative record id) (scope_groups)."""
     reader = _ScopeReader()
+    members = io.StringIO()
     with _raw_cursor(conn) as cursor:
         cursor.copy_expert(queries(SQL)["read_scope"].text, reader)
-    reader.flush()
-    return reader.records
+        reader.flush()
+        cursor.copy_expert(queries(SQL)["read_scope_members"].text, members)
+    pairs = [
+        (int(member), int(head))
+        for member, head in (line.split(",") for line in members.getvalue().splitlines())
+    ]
+    return reader.records, reader.weight, pairs
 
 
 def _optional(column: tuple[str, ...]) -> list[str | None]:
@@ -377,6 +386,7 @@ class _ScopeReader(io.TextIOBase):
     def __init__(self) -> None:
         super().__init__()
         self.records = ScopeRecords()
+        self.weight: list[int] = []
         self._rows: list[str] = []
 
     def write(self, row: str) -> int:
@@ -410,6 +420,7 @@ class _ScopeReader(io.TextIOBase):
             company_account,
             occurred_on,
             ended_on,
+            weight,
         ) = zip(*csv.reader(self._rows), strict=True)
         self._rows = []
         records = self.records
@@ -434,6 +445,7 @@ class _ScopeReader(io.TextIOBase):
         records.company_account.extend(v == "t" for v in company_account)
         records.occurred_on.extend(_interned(occurred_on))
         records.ended_on.extend(_interned(ended_on))
+        self.weight.extend(map(int, weight))
 
 
 @dataclass(slots=True)
@@ -479,16 +491,24 @@ def _claim(
 
 
 def _plan(
-    conn: Connection, records: ScopeRecords, linkage: Linkage, previous: dict[int, tuple[int, str]]
+    conn: Connection,
+    records: ScopeRecords,
+    weight: list[int],
+    members: list[tuple[int, int]],
+    linkage: Linkage,
+    previous: dict[int, tuple[int, str]],
 ) -> _Plan:
+    """Ids for the persons and households of `linkage`: each claims existing contacts and
+    accounts by how many records (`weight`) point to them; the assignment covers the
+    records linking read and the `members` each of them stands for."""
     q = queries(SQL)
     persons = len(linkage.person_status)
     households = len(linkage.household_company)
 
     contact_candidates: list[Counter[int]] = [Counter() for _ in range(persons)]
-    for person, contact in zip(linkage.record_person, records.prev_contact_id, strict=True):
+    for person, contact, w in zip(linkage.record_person, records.prev_contact_id, weight, strict=True):
         if person >= 0 and contact is not None and contact in previous:
-            contact_candidates[person][contact] += 1
+            contact_candidates[person][contact] += w
 
     def contact_preference(contact: int, _records: int) -> tuple[bool, int]:
         return previous[contact][1] != "active", contact
@@ -506,7 +526,9 @@ def _plan(
         household = linkage.record_household[i]
         if household >= 0 and contact is not None and contact in previous:
             # Records of anonymous visitors count nothing: a household keeps a real account.
-            account_candidates[household][previous[contact][0]] += previous[contact][1] == "active"
+            account_candidates[household][previous[contact][0]] += weight[i] * (
+                previous[contact][1] == "active"
+            )
 
     def allocate_accounts(n: int) -> list[int]:
         first = conn.execute(q["allocate_account_ids"], {"n": n}).scalar_one()
@@ -527,6 +549,10 @@ def _plan(
                 account_ids[household] if household >= 0 else None,
             )
         )
+    position = {record_id: i for i, record_id in enumerate(records.record_id)}
+    for record_id, representative in members:
+        _, contact, account = assignment[position[representative]]
+        assignment.append((record_id, contact, account))
     contacts = [
         (
             contact_ids[p],
