@@ -293,6 +293,7 @@ def run_email(engine: Engine, args: argparse.Namespace, port: int, smtp_conn: di
         run_id,
         {"email": (lambda: EmailConnector.from_connection(smtp_conn), options)},
         LINKS,
+        send_now=True,
     )
     outbox = rate(n, time.perf_counter() - started)
     sent = delivery_state(engine, run_id).counts["email"]
@@ -333,7 +334,7 @@ def run_http(engine: Engine, args: argparse.Namespace, connections: dict[str, di
         )
         run_id = build_run_http(engine, channel, n)
         started = time.perf_counter()
-        deliver_run(engine, run_id, {channel: (factory, options)}, LINKS)
+        deliver_run(engine, run_id, {channel: (factory, options)}, LINKS, send_now=True)
         outbox = rate(n, time.perf_counter() - started)
         counts = delivery_state(engine, run_id).counts[channel]
         print(f"\n{channel}, {n:,} messages to the local provider emulator (child process):")

@@ -172,11 +172,16 @@ def plan_channel_task(campaign_run_id: int, channel: str) -> list[int]:
     return batches
 
 
-def deliver_task(campaign_run_id: int, channel: str, batch_no: int) -> dict[str, object]:
-    """One mapped `deliver_<channel>` task: send one batch. A paused run, refused credentials or
-    a wrong setting fail the task without retries (a retry would not help); a provider that is
-    down raises TransientDeliveryError, which Airflow retries."""
-    from airflow.sdk.exceptions import AirflowFailException
+def deliver_task(
+    campaign_run_id: int, channel: str, batch_no: int, *, send_now: bool = False
+) -> dict[str, object]:
+    """One mapped `deliver_<channel>` task: send one batch inside the campaign's send window
+    (`send_now`: at any time). A paused run, refused credentials or a wrong setting fail the task
+    without retries (a retry would not help); a provider that is down raises
+    TransientDeliveryError, which Airflow retries. Outside the window (at the start, or once it
+    closes mid-batch) the task sends nothing more and raises AirflowRescheduleException: it
+    waits, up_for_reschedule and without a worker slot, until the window opens."""
+    from airflow.sdk.exceptions import AirflowFailException, AirflowRescheduleException
 
     from campaign_lib.delivery import deliver_run_batch
     from campaign_lib.errors import ConfigError, DeliveryPaused, PermanentDeliveryError
@@ -185,13 +190,20 @@ def deliver_task(campaign_run_id: int, channel: str, batch_no: int) -> dict[str,
     try:
         factory, options = delivery_connector(channel)
         result = deliver_run_batch(
-            engine, campaign_run_id, channel, batch_no, factory, options, tracking_links()
+            engine, campaign_run_id, channel, batch_no, factory, options, tracking_links(), send_now=send_now
         )
     except (DeliveryPaused, PermanentDeliveryError, ConfigError) as exc:
         raise AirflowFailException(str(exc)) from exc
     finally:
         engine.dispose()
     print(f"campaign run {campaign_run_id}, {channel} batch {batch_no}: {result.outcomes}")
+    if result.window_opens_at is not None:
+        print(
+            f"campaign run {campaign_run_id}, {channel} batch {batch_no}: {result.window_closed}; "
+            f"{result.waiting_for_window:,} messages wait for it. The task waits until then "
+            f"(up_for_reschedule); to send them now: `kms delivery send {campaign_run_id} --send-now`."
+        )
+        raise AirflowRescheduleException(result.window_opens_at)
     return result.as_dict()
 
 
@@ -233,8 +245,6 @@ def render_report_task(campaign_run_id: int, *, with_index: bool = True) -> str:
 def send_window_task(campaign_run_id: int, at: datetime | None = None) -> bool:
     """The `wait_for_send_window` sensor's check: is the run's send window open at `at` (now)?
     Prints when it opens when it is not."""
-    from zoneinfo import ZoneInfo
-
     from campaign_lib.delivery.runs import campaign_of_run
 
     engine = campaign_engine()
@@ -243,14 +253,12 @@ def send_window_task(campaign_run_id: int, at: datetime | None = None) -> bool:
     finally:
         engine.dispose()
     at = at or datetime.now(UTC)
-    wait = window.opens_in(at)
-    shown = f"{window.start}-{window.end} {window.timezone}, {','.join(window.days)}"
-    if not wait:
-        print(f"campaign run {campaign_run_id}: inside its send window ({shown}), sending")
+    opens = window.opens_at(at)
+    if opens is None:
+        print(f"campaign run {campaign_run_id}: inside its send window ({window.describe()}), sending")
         return True
-    opens = (at + wait).astimezone(ZoneInfo(window.timezone))
     print(
-        f"campaign run {campaign_run_id}: outside its send window ({shown}); it opens "
-        f"{opens:%a %Y-%m-%d %H:%M %Z}, in {wait}. Trigger with send_now to send at once."
+        f"campaign run {campaign_run_id}: outside its send window ({window.describe()}); it opens "
+        f"{window.local_time(opens)}, in {opens - at}. Trigger with send_now to send at once."
     )
     return False

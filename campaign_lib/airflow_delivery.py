@@ -3,7 +3,8 @@ dags/kms_campaign.py.
 
     deliver_audience(published, channels)
         materialise_outbox → wait_for_send_window → plan_<channel> → deliver_<channel> (mapped
-        over its batches, pool kms_<channel>) → finish_delivery → render_report
+        over its batches, pool kms_<channel>; each waits again, up_for_reschedule, when the send
+        window is closed) → finish_delivery → render_report
 
 Like a DAG file it imports only `airflow.sdk` at the top (it runs at parse time); each task
 calls one function of campaign_lib.airflow_adapter, which does the work (docs/delivery.md,
@@ -15,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import timedelta
 
-from airflow.sdk import BaseSensorOperator, Param, PokeReturnValue, task
+from airflow.sdk import BaseSensorOperator, Param, PokeReturnValue, get_current_context, task
 
 
 @task
@@ -56,11 +57,14 @@ def plan(campaign_run_id: int, channel: str) -> list[int]:
     return plan_channel_task(campaign_run_id, channel)
 
 
+# Each try checks the send window before every chunk; the run's send_now param holds for every
+# try, retries included.
 @task(retries=3, retry_delay=timedelta(seconds=30))
 def deliver(campaign_run_id: int, channel: str, batch_no: int) -> dict:
     from campaign_lib.airflow_adapter import deliver_task
 
-    return deliver_task(campaign_run_id, channel, batch_no)
+    send_now = get_current_context()["params"]["send_now"]
+    return deliver_task(campaign_run_id, channel, batch_no, send_now=send_now)
 
 
 # Runs after the channels' tasks, also when one had no batch (skipped), never on a dry run

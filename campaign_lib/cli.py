@@ -209,14 +209,24 @@ def _delivery_status(args: argparse.Namespace) -> None:
 
 
 def _delivery_resume(args: argparse.Namespace) -> None:
-    from campaign_lib.delivery import resume_delivery
+    from datetime import UTC, datetime
 
-    if not resume_delivery(_campaign_engine(), args.campaign_run_id):
+    from campaign_lib.delivery import campaign_of_run, resume_delivery
+
+    engine = _campaign_engine()
+    if not resume_delivery(engine, args.campaign_run_id):
         raise KmsError(f"campaign run {args.campaign_run_id} is not paused")
     print(
         f"campaign run {args.campaign_run_id} resumed: clear its failed deliver_* tasks in Airflow, "
         f"or run `kms delivery send {args.campaign_run_id}`"
     )
+    window = campaign_of_run(engine, args.campaign_run_id).send_window
+    opens = window.opens_at(datetime.now(UTC))
+    if opens is not None:
+        print(
+            f"Its send window ({window.describe()}) is closed until {window.local_time(opens)}: the "
+            "cleared tasks and `kms delivery send` wait for it (`--send-now` sends outside it)."
+        )
 
 
 def _delivery_reconcile(args: argparse.Namespace) -> None:
@@ -236,8 +246,27 @@ def _delivery_send(args: argparse.Namespace) -> None:
 
     engine = _campaign_engine()
     channels = [c for c, batches in plan_batches(engine, args.campaign_run_id).items() if batches]
-    deliver_run(engine, args.campaign_run_id, {c: delivery_connector(c) for c in channels}, tracking_links())
-    print(delivery_state(engine, args.campaign_run_id).as_text())
+    results = deliver_run(
+        engine,
+        args.campaign_run_id,
+        {c: delivery_connector(c) for c in channels},
+        tracking_links(),
+        send_now=args.send_now,
+    )
+    state = delivery_state(engine, args.campaign_run_id)
+    print(state.as_text())
+    closed = next((result.window_closed for result in results if result.window_closed), None)
+    if closed:
+        unsent = sum(
+            n
+            for by_status in state.counts.values()
+            for status, n in by_status.items()
+            if status in ("pending", "failed_soft")
+        )
+        print(
+            f"Stopped: {closed}; {unsent:,} messages wait for it. Run `kms delivery send "
+            f"{args.campaign_run_id}` again then, or add --send-now to send outside the window."
+        )
 
 
 def _identity_resolve(_args: argparse.Namespace) -> None:
@@ -728,6 +757,12 @@ def build_parser() -> argparse.ArgumentParser:
         command = delivery.add_parser(name, help=helptext)
         command.add_argument("campaign_run_id", type=int, metavar="RUN")
         command.set_defaults(func=func)
+        if name == "send":
+            command.add_argument(
+                "--send-now",
+                action="store_true",
+                help="send at once, outside the campaign's send window (by default only inside it)",
+            )
     reconcile = delivery.add_parser(
         "reconcile", help="settle ambiguous messages: receipts first, then a policy per channel"
     )

@@ -204,7 +204,8 @@ def deliver_demo_campaign(engine: Engine, url: URL, settings: Settings) -> int:
         links = tracking_links_from_env(environ)
         with local_channels(settings, environ) as (connectors, where):
             delivery_started = time.perf_counter()
-            deliver_run(engine, run_id, connectors, links)
+            # The demo delivers whenever it runs, also outside the campaign's send window.
+            deliver_run(engine, run_id, connectors, links, send_now=True)
             print(f"\ndelivery in {time.perf_counter() - delivery_started:.1f} s")
             print(delivery_state(engine, run_id).as_text())
             print(where)

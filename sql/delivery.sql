@@ -194,11 +194,33 @@ where campaign_run_id = :campaign_run_id and status = 'delivering'
 returning status::text as status, paused_reason;
 
 -- name: due_later
--- When the next soft-failed message of a batch is due (null: none waits).
-select min(next_attempt_at) as next_attempt_at, count(*) as waiting
+-- What is left of a batch: its unsent messages (pending or soft-failed; e.g. held back by a
+-- closed send window), the soft-failed ones and when the next of those is due (null: none waits).
+select count(*) as unsent,
+       count(*) filter (where status = 'failed_soft') as waiting,
+       min(next_attempt_at) filter (where status = 'failed_soft') as next_attempt_at
 from campaign.message
 where campaign_run_id = :campaign_run_id and channel = cast(:channel as core.channel)
-  and batch_no = :batch_no and status = 'failed_soft';
+  and batch_no = :batch_no and status in ('pending', 'failed_soft');
+
+-- name: renew_leases
+-- Extends the leases of the messages a batch's live workers still hold ('sending' under one of
+-- their names), so a slow provider does not let a lease run out under a worker that is still
+-- sending (the message would become 'ambiguous'). One statement per batch every third of the
+-- lease, however many messages. SKIP LOCKED: a row locked now is being recorded by its worker
+-- (it is about to be final), and waiting for it could deadlock with that worker's statement.
+with held as (
+    select message_id
+    from campaign.message
+    where campaign_run_id = :campaign_run_id and channel = cast(:channel as core.channel)
+      and batch_no = :batch_no and status = 'sending'
+      and lease_owner = any (cast(:owners as text[]))
+    for update skip locked
+)
+update campaign.message m
+set lease_expires_at = now() + make_interval(secs => cast(:lease_seconds as double precision))
+from held h
+where m.message_id = h.message_id;
 
 -- name: release_unsent
 -- Messages claimed but not yet handed over when a connection failed as a whole go back to

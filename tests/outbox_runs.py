@@ -4,6 +4,8 @@
 address per channel, an audience snapshot of a frozen run of a shipped campaign (the control
 members get no message), and returns the run's id and its contacts by channel. Building the
 run by hand keeps these tests about delivery, not about the funnel (tests/test_funnel.py).
+The campaign's send window is open day and night (00:00-24:00) unless a test passes its own
+`send_window`: delivery tests pass at any hour (tests/test_delivery_window.py tests the window).
 """
 
 from __future__ import annotations
@@ -16,9 +18,10 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
-from campaign_lib.campaign.definition import find_campaign
+from campaign_lib.campaign.definition import SendWindow, find_campaign
 
 _run_numbers = itertools.count(1)
+ALWAYS_OPEN = SendWindow(start="00:00", end="24:00", timezone="UTC")
 
 
 @dataclass(frozen=True)
@@ -79,9 +82,11 @@ def build_frozen_run(
     control: int = 0,
     campaign: str = "water_park_for_hotel_guests",
     status: str = "frozen",
+    send_window: SendWindow = ALWAYS_OPEN,
 ) -> FrozenRun:
-    """A frozen run of `campaign` whose audience has the given members per channel."""
-    definition = find_campaign(campaign).campaign
+    """A frozen run of `campaign` (stored with `send_window`) whose audience has the given
+    members per channel."""
+    definition = find_campaign(campaign).campaign.model_copy(update={"send_window": send_window})
     with engine.begin() as conn:
         conn.execute(
             text(

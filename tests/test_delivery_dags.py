@@ -175,10 +175,12 @@ def test_an_ad_hoc_run_delivers_and_a_dry_run_sends_nothing(
     assert len(smtp_server.messages()) == 20
 
 
-def test_a_run_outside_its_send_window_sends_nothing_until_its_sensor_is_done(
+def test_a_run_outside_its_send_window_sends_nothing_until_the_window_opens_or_send_now(
     campaign_folders: Path, clean_db: Engine, smtp_server: LocalSmtpServer, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from campaign_lib.airflow_adapter import send_window_task
+    from airflow.sdk.exceptions import AirflowRescheduleException
+
+    from campaign_lib.airflow_adapter import deliver_task, send_window_task
     from campaign_lib.airflow_delivery import SendWindowSensor
 
     # Open on every weekday but today and tomorrow (UTC): closed now, at any hour of the day.
@@ -216,8 +218,20 @@ def test_a_run_outside_its_send_window_sends_nothing_until_its_sensor_is_done(
     assert send_window_task(campaign_run_id, at=opens) is True
     assert poke({"params": {"send_now": True}}).is_done
 
-    # The campaign manager marks the waiting sensor success (in the UI): delivery goes on.
-    now = dag.test(logical_date=WHEN, run_after=WHEN, mark_success_pattern="wait_for_send_window")
+    # A deliver task that runs outside the window anyway (the sensor marked success, a retry, a
+    # cleared task) sends nothing: it asks to be rescheduled for when the window opens.
+    capsys.readouterr()
+    with pytest.raises(AirflowRescheduleException) as waiting:
+        deliver_task(campaign_run_id, "email", 0)
+    assert waiting.value.reschedule_date == opens
+    assert (
+        f"{pending[('email', 'pending')]} messages wait for it. The task waits until then (up_for_reschedule); "
+        f"to send them now: `kms delivery send {campaign_run_id} --send-now`." in capsys.readouterr().out
+    )
+    assert run_messages(clean_db) == pending and smtp_server.messages() == []
+
+    # The run triggered again with send_now: its deliver tasks send at once.
+    now = dag.test(logical_date=WHEN, run_after=WHEN, run_conf={"send_now": True})
 
     sent = {ti.task_id: str(ti.state) for ti in now.get_task_instances()}
     assert now.run_id == closed.run_id

@@ -237,3 +237,58 @@ def test_an_sms_timeout_after_acceptance_is_resent_with_its_key_and_arrives_once
     assert second.outcomes == {"sent": 1}
     assert finish_delivery(engine, run.campaign_run_id).counts == {"sms": {"sent": 4}}
     assert Counter(message["to"] for message in providers.messages("sms"))[slow] == 1
+
+
+def test_a_slow_send_keeps_its_lease_so_reconciliation_meanwhile_finds_nothing_expired(
+    frozen_run: Callable[..., FrozenRun], engine: Engine, providers, sms_conn: dict
+) -> None:
+    run = frozen_run(sms=3)
+    materialise_outbox(engine, run.campaign_run_id)
+    with engine.connect() as conn:
+        slow = conn.execute(
+            text("select phone_e164 from core.contact where contact_id = :c"), {"c": run.contacts["sms"][1]}
+        ).scalar_one()
+    # The provider answers this message after 5 s: far longer than the 2 s lease.
+    providers.add_fault(provider="sms", address=slow, delay=5, times=1)
+    patient = {**sms_conn, "extra": {**sms_conn["extra"], "timeout": 30}}
+    results = []
+
+    def deliver() -> None:
+        results.append(
+            deliver_run_batch(
+                engine,
+                run.campaign_run_id,
+                "sms",
+                0,
+                lambda: SmsConnector.from_connection(patient),
+                SendOptions(workers=1, chunk=3, lease_seconds=2.0),
+                LINKS,
+            )
+        )
+
+    sender = threading.Thread(target=deliver)
+    sender.start()
+    expired, leases = 0, set()
+    while sender.is_alive():
+        # Meanwhile someone reconciles (finish_delivery, `kms delivery reconcile`): expired
+        # leases would become ambiguous.
+        expired += reconcile(engine, run.campaign_run_id).expired
+        with engine.connect() as conn:
+            leases |= set(
+                conn.execute(
+                    text(
+                        "select lease_expires_at from campaign.message "
+                        "where campaign_run_id = :run and status = 'sending'"
+                    ),
+                    {"run": run.campaign_run_id},
+                ).scalars()
+            )
+        time.sleep(0.1)
+    sender.join()
+
+    assert expired == 0
+    assert len(leases) >= 2  # the slow message's lease was renewed while it was being sent
+    assert results[0].outcomes == {"sent": 3}
+    assert finish_delivery(engine, run.campaign_run_id).counts == {"sms": {"sent": 3}}
+    numbers = Counter(message["to"] for message in providers.messages("sms"))
+    assert len(numbers) == 3 and set(numbers.values()) == {1}

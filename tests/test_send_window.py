@@ -48,6 +48,11 @@ WEEKDAYS = ["mon", "tue", "wed", "thu", "fri"]
         ({"start": "02:30"}, datetime(2026, 3, 29, 1, 30, tzinfo=UTC), timedelta(0)),
         # A start the clock passes twice (02:30 on 25 October) opens at its first pass (00:30 UTC).
         ({"start": "02:30"}, datetime(2026, 10, 25, 0, 0, tzinfo=UTC), timedelta(minutes=30)),
+        # An end of 24:00 is midnight: open to the end of the day; 00:00-24:00 never closes.
+        ({"end": "24:00"}, datetime(2026, 11, 22, 23, 59, 59, tzinfo=BERLIN), timedelta(0)),
+        ({"end": "24:00"}, datetime(2026, 11, 23, 0, 0, tzinfo=BERLIN), timedelta(hours=9)),
+        ({"start": "00:00", "end": "24:00"}, datetime(2026, 11, 23, 0, 0, tzinfo=BERLIN), timedelta(0)),
+        ({"start": "00:00", "end": "24:00"}, datetime(2026, 3, 29, 2, 30, tzinfo=UTC), timedelta(0)),
     ],
 )
 def test_the_window_opens_in(window: dict, at: datetime, opens_in: timedelta) -> None:
@@ -57,3 +62,31 @@ def test_the_window_opens_in(window: dict, at: datetime, opens_in: timedelta) ->
 def test_a_naive_moment_is_refused() -> None:
     with pytest.raises(ValueError, match="a send window needs an aware datetime, not a naive one"):
         SendWindow().opens_in(datetime(2026, 11, 22, 12, 0))
+
+
+@pytest.mark.parametrize(
+    ("at", "opens_at"),
+    [
+        pytest.param(
+            datetime(2026, 11, 22, 7, 0, tzinfo=BERLIN), datetime(2026, 11, 22, 8, 0, tzinfo=UTC), id="before"
+        ),
+        pytest.param(datetime(2026, 11, 22, 12, 0, tzinfo=BERLIN), None, id="inside"),
+        pytest.param(
+            datetime(2026, 11, 22, 20, 0, tzinfo=BERLIN),
+            datetime(2026, 11, 23, 8, 0, tzinfo=UTC),
+            id="at-end",
+        ),
+    ],
+)
+def test_the_window_opens_at(at: datetime, opens_at: datetime | None) -> None:
+    window = SendWindow()
+
+    assert window.opens_at(at) == opens_at
+    assert window.describe() == "09:00-20:00 Europe/Berlin, mon,tue,wed,thu,fri,sat,sun"
+    assert window.local_time(datetime(2026, 11, 23, 8, 0, tzinfo=UTC)) == "Mon 2026-11-23 09:00 CET"
+
+
+@pytest.mark.parametrize("end", ["24:01", "25:00", "24:30"])
+def test_only_midnight_is_past_23_59(end: str) -> None:
+    with pytest.raises(ValueError, match="end"):
+        SendWindow(end=end)

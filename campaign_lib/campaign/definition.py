@@ -92,7 +92,8 @@ class Templates(_Strict):
 
 class SendWindow(_Strict):
     start: Annotated[str, Field(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")] = "09:00"
-    end: Annotated[str, Field(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")] = "20:00"
+    # "24:00" is midnight at the end of the day: 00:00-24:00 on every day is always open.
+    end: Annotated[str, Field(pattern=r"^(([01][0-9]|2[0-3]):[0-5][0-9]|24:00)$")] = "20:00"
     timezone: str = "Europe/Berlin"
     days: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]] = Field(
         default_factory=lambda: ["mon", "tue", "wed", "thu", "fri", "sat", "sun"], min_length=1
@@ -132,6 +133,8 @@ class SendWindow(_Strict):
         today = at.astimezone(zone).date()
 
         def instant(day: date, hhmm: str) -> datetime:
+            if hhmm == "24:00":
+                return instant(day + timedelta(days=1), "00:00")
             return datetime.combine(day, time.fromisoformat(hhmm), zone).astimezone(UTC)
 
         days = (today + timedelta(days=offset) for offset in range(8))
@@ -142,6 +145,21 @@ class SendWindow(_Strict):
         )
         # `days` is never empty, so a window opens within a week.
         return next(max(opens - now, timedelta(0)) for opens, closes in windows if now < closes)
+
+    def opens_at(self, at: datetime) -> datetime | None:
+        """None when the aware moment `at` is inside the window, else when it opens (in UTC)."""
+        wait = self.opens_in(at)
+        return at.astimezone(UTC) + wait if wait else None
+
+    def describe(self) -> str:
+        """The window for logs and messages, e.g. '09:00-20:00 Europe/Berlin, mon,tue'."""
+        return f"{self.start}-{self.end} {self.timezone}, {','.join(self.days)}"
+
+    def local_time(self, moment: datetime) -> str:
+        """An aware moment as the window's wall-clock time, e.g. 'Mon 2026-11-23 09:00 CET'."""
+        from zoneinfo import ZoneInfo
+
+        return f"{moment.astimezone(ZoneInfo(self.timezone)):%a %Y-%m-%d %H:%M %Z}"
 
 
 class Costs(_Strict):

@@ -3,7 +3,8 @@
     materialise_outbox(engine, run_id)       the frozen audience becomes campaign.message rows
     plan_batches(engine, run_id)             {channel: [batch_no, ...]} with work left
     deliver_run_batch(engine, run_id, channel, batch_no, connector_factory, options)
-                                             one mapped task's work (render + send + record)
+                                             one mapped task's work (render + send + record),
+                                             inside the campaign's send window unless send_now=True
     deliver_run(engine, run_id, {channel: (connector_factory, options)})
                                              a whole run in one process (CLI, demo, benchmark)
     finish_delivery(engine, run_id)          reconcile leftovers, complete, summarise

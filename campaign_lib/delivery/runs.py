@@ -7,6 +7,7 @@ ad-hoc run, which has no file, renders exactly what was frozen.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from datetime import datetime
 
 from sqlalchemy.engine import Engine
 
@@ -76,17 +77,25 @@ def deliver_run_batch(
     connector_factory: Callable[[], Connector],
     options: SendOptions | None = None,
     links: TrackingLinks | None = None,
+    *,
+    send_now: bool = False,
+    clock: Callable[[], datetime] | None = None,
 ) -> BatchResult:
-    """Render with the run's templates and tracking links and send one batch (deliver_batch)."""
+    """Render with the run's templates and tracking links and send one batch (deliver_batch)
+    inside the campaign's send window, or at once with `send_now`."""
     from campaign_lib.rendering import load_campaign_templates
 
-    templates = load_campaign_templates(campaign_of_run(engine, campaign_run_id))
+    campaign = campaign_of_run(engine, campaign_run_id)
+    templates = load_campaign_templates(campaign)
     links = links or tracking_links_from_env()
 
     def render(channel: str, recipient, message_key: str):
         return templates.render(channel, recipient, links, message_key)
 
-    return deliver_batch(engine, campaign_run_id, channel, batch_no, connector_factory, render, options)
+    window = None if send_now else campaign.send_window
+    return deliver_batch(
+        engine, campaign_run_id, channel, batch_no, connector_factory, render, options, window, clock
+    )
 
 
 def deliver_run(
@@ -94,11 +103,18 @@ def deliver_run(
     campaign_run_id: int,
     connectors: Mapping[str, tuple[Callable[[], Connector], SendOptions]],
     links: TrackingLinks | None = None,
+    *,
+    send_now: bool = False,
+    clock: Callable[[], datetime] | None = None,
 ) -> list[BatchResult]:
     """Deliver a whole run in this process, as the DAG's tasks do one after another: materialise
     the outbox, send every planned batch of each channel in `connectors` ({channel: (connector
     factory, options)}), finish. For `kms delivery send`, the demo and the benchmark; a channel
-    with messages but no connector raises DeliveryError before anything is sent."""
+    with messages but no connector raises DeliveryError before anything is sent.
+
+    Sends only inside the campaign's send window unless `send_now`: once it is closed, the
+    batch in hand stops at its next chunk, the last result says when it opens
+    (`window_closed`), and the later batches are left pending for then."""
     from campaign_lib.delivery.outbox import finish_delivery, materialise_outbox, plan_batches
 
     materialise_outbox(engine, campaign_run_id)
@@ -110,10 +126,23 @@ def deliver_run(
         raise DeliveryError(
             f"campaign run {campaign_run_id} has {', '.join(missing)} messages but no connector"
         )
-    results = [
-        deliver_run_batch(engine, campaign_run_id, channel, batch_no, *connectors[channel], links)
-        for channel, batches in planned.items()
-        for batch_no in batches
-    ]
+    results: list[BatchResult] = []
+    for channel, batch_no in [(c, b) for c, batches in planned.items() for b in batches]:
+        factory, options = connectors[channel]
+        results.append(
+            deliver_run_batch(
+                engine,
+                campaign_run_id,
+                channel,
+                batch_no,
+                factory,
+                options,
+                links,
+                send_now=send_now,
+                clock=clock,
+            )
+        )
+        if results[-1].window_closed:
+            break
     finish_delivery(engine, campaign_run_id)
     return results

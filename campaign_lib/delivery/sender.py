@@ -22,6 +22,15 @@ worker dies with outcomes not yet committed, those messages are `sending` and be
 
 Failures spend the run's error budget; a spent budget or an outcome with `pause_run` pauses
 the run, every thread stops at its next claim, and `deliver_batch` raises `DeliveryPaused`.
+
+The campaign's send window is checked before every claim: outside it a thread claims nothing
+more (a window that closes mid-batch stops the batch at the next chunk boundary), the rest of
+the batch stays pending, and the result says how many messages wait and when the window opens.
+
+While the threads send, the leases of the messages they hold are renewed every third of
+`lease_seconds`, in one statement for the whole batch, so a slow provider never lets a live
+worker's lease run out (which would make its messages `ambiguous`). A batch done sooner never
+renews anything: the fast path has no extra statement.
 """
 
 from __future__ import annotations
@@ -34,11 +43,15 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import SQLAlchemyError
 
+from campaign_lib.campaign.definition import SendWindow
 from campaign_lib.delivery.outbox import _state, reap_expired_leases, unit_costs
 from campaign_lib.delivery.prepared import execute_prepared
 from campaign_lib.delivery.ratelimit import TokenBucket
@@ -93,12 +106,17 @@ class SendOptions:
 
 @dataclass
 class BatchResult:
-    """What one `deliver_batch` call did, by outcome."""
+    """What one `deliver_batch` call did, by outcome; when the send window closed before the
+    batch was done, when it opens (`window_opens_at`, UTC), how many of the batch's messages
+    wait for it, and a sentence saying so (`window_closed`)."""
 
     campaign_run_id: int
     channel: str
     batch_no: int
     outcomes: dict[str, int] = field(default_factory=dict)
+    window_opens_at: datetime | None = None
+    waiting_for_window: int = 0
+    window_closed: str | None = None
 
     def add(self, status: str, n: int = 1) -> None:
         if n:
@@ -126,8 +144,12 @@ def deliver_batch(
     connector_factory: Callable[[], Connector],
     render: Renderer,
     options: SendOptions | None = None,
+    window: SendWindow | None = None,
+    clock: Callable[[], datetime] | None = None,
 ) -> BatchResult:
-    """Send the due messages of one batch; returns the outcomes counted.
+    """Send the due messages of one batch while `window` is open (None: at any time); returns
+    the outcomes counted and, when the window closed first, what waits for it. `clock` (default:
+    the system clock) gives the moment the window is checked against before each claim.
 
     Raises DeliveryPaused when the run is (or becomes) paused, and lets the connector's
     TransientDeliveryError / PermanentDeliveryError through after putting the messages it
@@ -150,9 +172,12 @@ def deliver_batch(
         bucket=TokenBucket(options.messages_per_second) if options.messages_per_second else None,
         result=result,
         lock=threading.Lock(),
+        window=window,
+        clock=clock or _utc_now,
     )
     while True:
-        _run_workers(engine, batch, connector_factory, render)
+        with _renewing_leases(engine, batch):
+            _run_workers(engine, batch, connector_factory, render)
         with engine.connect() as conn:
             state = _state(conn, campaign_run_id)
             if state.status == "paused":
@@ -164,6 +189,15 @@ def deliver_batch(
                 sql["due_later"],
                 {"campaign_run_id": campaign_run_id, "channel": channel, "batch_no": batch_no},
             ).one()
+        if batch.window_opens_at is not None and due.unsent:
+            result.window_opens_at = batch.window_opens_at
+            result.waiting_for_window = due.unsent
+            result.window_closed = (
+                f"the send window ({window.describe()}) is closed until "
+                f"{window.local_time(batch.window_opens_at)}"
+            )
+            log.info("%s: %d messages of the batch wait for it", result.window_closed, due.unsent)
+            return result
         if due.next_attempt_at is None:
             return result
         wait = (due.next_attempt_at - _now(engine)).total_seconds()
@@ -178,6 +212,10 @@ def _now(engine: Engine):
         return conn.exec_driver_sql("select now()").scalar_one()
 
 
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
 @dataclass
 class _Batch:
     campaign_run_id: int
@@ -188,10 +226,63 @@ class _Batch:
     bucket: TokenBucket | None
     result: BatchResult
     lock: threading.Lock
+    window: SendWindow | None
+    clock: Callable[[], datetime]
+    owners: set[str] = field(default_factory=set)
+    window_opens_at: datetime | None = None
 
     def count(self, status: str, n: int = 1) -> None:
         with self.lock:
             self.result.add(status, n)
+
+    def may_claim(self) -> bool:
+        """False outside the send window (and remember when it opens): checked before each claim."""
+        if self.window is None:
+            return True
+        opens = self.window.opens_at(self.clock())
+        if opens is not None:
+            with self.lock:
+                self.window_opens_at = opens
+        return opens is None
+
+
+@contextmanager
+def _renewing_leases(engine: Engine, batch: _Batch) -> Iterator[None]:
+    """While the body runs, renew the leases of the messages the batch's workers hold, every
+    third of lease_seconds, in one statement (which skips rows a worker is recording just then)."""
+    stopped = threading.Event()
+    params = {
+        "campaign_run_id": batch.campaign_run_id,
+        "channel": batch.channel,
+        "batch_no": batch.batch_no,
+        "lease_seconds": batch.options.lease_seconds,
+    }
+
+    def renew() -> None:
+        while not stopped.wait(batch.options.lease_seconds / 3):
+            with batch.lock:
+                owners = sorted(batch.owners)
+            try:
+                with engine.begin() as conn:
+                    renewed = conn.execute(
+                        queries("delivery.sql")["renew_leases"], {**params, "owners": owners}
+                    ).rowcount
+            except SQLAlchemyError as exc:
+                # The workers' own statements fail too if the database is gone; until then a
+                # missed renewal only shortens the lease.
+                log.warning(
+                    "could not renew the leases of %s batch %d: %s", batch.channel, batch.batch_no, exc
+                )
+                continue
+            log.info("renewed the leases of %d messages still being sent", renewed)
+
+    renewer = threading.Thread(target=renew, name="kms-lease-renewal", daemon=True)
+    renewer.start()
+    try:
+        yield
+    finally:
+        stopped.set()
+        renewer.join()
 
 
 def _run_workers(
@@ -220,6 +311,8 @@ class _Worker:
         self.owner = f"{worker_id()}:{threading.get_ident() % 100000}"
         self.sql = queries("delivery.sql")
         self.addresses: dict[int, str] = {}
+        with batch.lock:
+            batch.owners.add(self.owner)
 
     def run(self) -> None:
         unrecorded: list[Outcome] = []
@@ -229,7 +322,7 @@ class _Worker:
                     with conn.begin():
                         paused = self._record(conn, unrecorded)
                         unrecorded = []
-                        claimed = [] if paused else self._claim(conn)
+                        claimed = self._claim(conn) if not paused and self.batch.may_claim() else []
                     sending = [row for row in claimed if row["status"] == "sending"]
                     self.batch.count("skipped", len(claimed) - len(sending))
                     if not claimed:
