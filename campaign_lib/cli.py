@@ -242,9 +242,12 @@ def _delivery_reconcile(args: argparse.Namespace) -> None:
 
 def _delivery_send(args: argparse.Namespace) -> None:
     from campaign_lib.airflow_adapter import delivery_connector, tracking_links
-    from campaign_lib.delivery import deliver_run, delivery_state, plan_batches
+    from campaign_lib.delivery import deliver_run, delivery_state, materialise_outbox, plan_batches
 
     engine = _campaign_engine()
+    # The connectors needed are those of the planned batches: a run frozen but never
+    # delivered has its outbox built first (idempotent; deliver_run would do it too).
+    materialise_outbox(engine, args.campaign_run_id)
     channels = [c for c, batches in plan_batches(engine, args.campaign_run_id).items() if batches]
     results = deliver_run(
         engine,

@@ -168,8 +168,7 @@ def test_kms_delivery_send_waits_for_the_window_unless_send_now(
     weekdays = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
     days = [day for number, day in enumerate(weekdays) if (number - today.weekday()) % 7 > 1]
     window = SendWindow(start="09:00", end="20:00", timezone="UTC", days=days)
-    run = frozen_run(email=3, send_window=window)
-    materialise_outbox(engine, run.campaign_run_id)  # as the DAG's materialise_outbox task did
+    run = frozen_run(email=3, send_window=window)  # frozen, its outbox not built yet
     opens = window.local_time(datetime.combine(today.date() + timedelta(days=2), time(9), UTC))
     env = {
         **os.environ,
