@@ -191,14 +191,17 @@ from id_scope_record;
 -- 145k groups per 482k records. id_scope_member holds the members that are not their
 -- group's representative.
 create temp table id_scope_member as
-with grouped as materialized (
+select g.record_id, g.representative
+from (
+    -- A window, not a join of the records with their groups: no join order to get wrong
+    -- (a nested loop over a misestimated join took minutes at 20k guests).
     select
         r.record_id,
-        -- one hashable key: a row's text form tells a null from an empty string
-        row(
-            r.source_system, r.loyalty_card, r.crm_contact_id, r.source_customer_id,
-            r.order_ref, r.cookie_id, c.contact_id
-        )::text as group_key
+        min(r.record_id) over (
+            partition by
+                r.source_system, r.loyalty_card, r.crm_contact_id, r.source_customer_id,
+                r.order_ref, r.cookie_id, c.contact_id
+        ) as representative
     from id_scope_record as s
     join ingest.record as r using (record_id)
     left join ingest.record_contact as c using (record_id)
@@ -207,14 +210,8 @@ with grouped as materialized (
       and r.phone_e164 is null and r.booking_ref is null and r.crm_account_id is null
       and r.account_type is null and r.source_system <> 'hotel_pms'
       and num_nonnulls(r.loyalty_card, r.crm_contact_id, r.source_customer_id, r.order_ref, r.cookie_id) > 0
-)
-
-select g.record_id, h.representative
-from grouped as g
-join (
-    select group_key, min(record_id) as representative from grouped group by group_key
-) as h using (group_key)
-where g.record_id <> h.representative;
+) as g
+where g.record_id <> g.representative;
 analyze id_scope_member;
 
 -- name: read_scope_members
