@@ -10,7 +10,8 @@ One run holds an advisory lock; its steps (sql/identity.sql, in order):
    a batch costs in proportion to the people it touches, not to the base.
 2. Linking in memory (`campaign_lib.identity.linking`): one COPY out of compact columns,
    parsed a chunk at a time as it streams in; union-find over record indexes, persons and
-   households as components.
+   households as components. Records with nothing but the same strong identifiers are
+   read once per group, weighted by its size (scope_groups, ADR 0006 decision 5).
 3. Ids: each person claims one of the existing contacts among its records (an active one
    before an anonymous one, then the oldest); the other existing contacts among its records
    are merged into it; a person without any gets a new contact. Households claim accounts
