@@ -41,34 +41,7 @@ from campaign_lib.db import admin_connection, make_engine, open_databases
 from campaign_lib.db.migrate import upgrade
 from campaign_lib.identity import evaluate, reset_resolution, resolve
 from campaign_lib.ingest.feeds import load_feeds
-from campaign_lib.ingest.load import file_fingerprint, load_rows
-from campaign_lib.ingest.parse import parse_file
-from campaign_lib.ingest.sftp_ingest import register_feed
-
-
-def load_generated(engine, data: Path) -> int:
-    """Every generated file of every feed through the feeds' parser and loader, as
-    ingestion would load it; returns the records loaded."""
-    url = engine.url
-    loaded = 0
-    for spec in load_feeds().values():
-        register_feed(engine, spec)
-        for path in sorted((data / spec.sftp.folder).glob("*")):
-            if not spec.matches(path.name):
-                continue
-            sha256, size = file_fingerprint(path)
-            result = load_rows(
-                engine,
-                url,
-                feed=spec.name,
-                channel="sftp",
-                name=path.name,
-                content_sha256=sha256,
-                size_bytes=size,
-                rows=parse_file(spec, path),
-            )
-            loaded += result.rows_loaded if spec.target == "record" else 0
-    return loaded
+from campaign_lib.ingest.sftp_ingest import load_folder
 
 
 def baseline(raw) -> tuple[int, float, float]:
@@ -159,9 +132,10 @@ def main() -> None:
     try:
         upgrade(engine)
         started = time.perf_counter()
-        count = load_generated(engine, data)
+        results = load_folder(engine, engine.url, data, load_feeds())
+        count = sum(r.rows_loaded for r in results if r.status == "merged")
         loading = time.perf_counter() - started
-        print(f"loaded {count:,} records with the feeds' parser and loader in {loading:.1f} s")
+        print(f"loaded {count:,} rows with the feeds' parser and loader in {loading:.1f} s")
         raw = engine.raw_connection()
         try:
             count, baseline_copy, baseline_group = baseline(raw)

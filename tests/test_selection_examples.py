@@ -13,9 +13,7 @@ from sqlalchemy.engine import URL, Engine
 from campaign_lib.generator import generate
 from campaign_lib.identity import resolve
 from campaign_lib.ingest.feeds import load_feeds
-from campaign_lib.ingest.load import file_fingerprint, load_rows
-from campaign_lib.ingest.parse import parse_file
-from campaign_lib.ingest.sftp_ingest import register_feed
+from campaign_lib.ingest.sftp_ingest import load_folder
 from campaign_lib.selection import (
     check_selection,
     contact_ids,
@@ -44,31 +42,10 @@ def resort(engine: Engine, kms_url: URL, tmp_path_factory: pytest.TempPathFactor
     with pytest.MonkeyPatch.context() as patch:
         # The quality gate's SQL engine gives the same verdicts as Great Expectations, 10x faster.
         patch.setenv("KMS_QUALITY_GATE", "sql")
-        load_generated(engine, kms_url, generated)
+        for result in load_folder(engine, kms_url, generated, load_feeds()):
+            assert result.status == "merged", result.error
     resolve(engine)
     return engine
-
-
-def load_generated(engine: Engine, url: URL, generated: Path) -> None:
-    """Every generated file through the real parser and loader, as the SFTP ingestion does."""
-    for spec in load_feeds().values():
-        register_feed(engine, spec)
-        for path in sorted((generated / spec.sftp.folder).glob("*")):
-            if not spec.matches(path.name):
-                continue
-            sha256, size = file_fingerprint(path)
-            result = load_rows(
-                engine,
-                url,
-                feed=spec.name,
-                channel="local",
-                name=path.name,
-                content_sha256=sha256,
-                size_bytes=size,
-                rows=parse_file(spec, path),
-                snapshot_max_shrink=spec.snapshot.max_shrink if spec.snapshot.enabled else None,
-            )
-            assert result.status == "merged", result.error
 
 
 def test_the_resort_ships_the_example_selections() -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 from sqlalchemy.engine import URL, Engine
 
 from campaign_lib.ingest.feeds import FeedSpec
-from campaign_lib.ingest.load import load_rows
+from campaign_lib.ingest.load import LoadResult, file_fingerprint, load_rows
 from campaign_lib.ingest.parse import parse_file
 from campaign_lib.sqlfiles import queries
 from connectors.sftp import RemoteFile, SftpSettings, SftpSource, StableSizeState
@@ -119,6 +119,33 @@ def register_feed(engine: Engine, spec: FeedSpec) -> None:
                     for name, description in spec.activity_types.items()
                 ],
             )
+
+
+def load_folder(engine: Engine, url: URL, root: Path, feeds: dict[str, FeedSpec]) -> list[LoadResult]:
+    """Every file of every feed in `root`/<the feed's SFTP folder> (as the generator writes
+    them) through the feeds' parser and loader, file after file in name order, as SFTP
+    ingestion loads them but without the server: for tests, benchmarks and local backfills."""
+    results = []
+    for spec in feeds.values():
+        register_feed(engine, spec)
+        for path in sorted((root / spec.sftp.folder).glob("*")):
+            if not spec.matches(path.name):
+                continue
+            sha256, size = file_fingerprint(path)
+            results.append(
+                load_rows(
+                    engine,
+                    url,
+                    feed=spec.name,
+                    channel="local",
+                    name=path.name,
+                    content_sha256=sha256,
+                    size_bytes=size,
+                    rows=parse_file(spec, path),
+                    snapshot_max_shrink=spec.snapshot.max_shrink if spec.snapshot.enabled else None,
+                )
+            )
+    return results
 
 
 def ingest_feed(engine: Engine, url: URL, settings: SftpSettings, spec: FeedSpec) -> list[FileOutcome]:
