@@ -210,15 +210,19 @@ def test_a_rerun_after_everything_was_sent_sends_nothing(
     assert sum(received(smtp_server).values()) == 10
 
 
+def phone_of(engine: Engine, contact_id: int) -> str:
+    with engine.connect() as conn:
+        return conn.execute(
+            text("select phone_e164 from core.contact where contact_id = :c"), {"c": contact_id}
+        ).scalar_one()
+
+
 def test_an_sms_timeout_after_acceptance_is_resent_with_its_key_and_arrives_once(
     frozen_run: Callable[..., FrozenRun], engine: Engine, providers, sms_conn: dict
 ) -> None:
     run = frozen_run(sms=4)
     materialise_outbox(engine, run.campaign_run_id)
-    with engine.connect() as conn:
-        slow = conn.execute(
-            text("select phone_e164 from core.contact where contact_id = :c"), {"c": run.contacts["sms"][2]}
-        ).scalar_one()
+    slow = phone_of(engine, run.contacts["sms"][2])
     providers.add_fault(provider="sms", address=slow, hang_after_accept=12, times=1)
 
     def deliver():
@@ -244,10 +248,7 @@ def test_a_slow_send_keeps_its_lease_so_reconciliation_meanwhile_finds_nothing_e
 ) -> None:
     run = frozen_run(sms=3)
     materialise_outbox(engine, run.campaign_run_id)
-    with engine.connect() as conn:
-        slow = conn.execute(
-            text("select phone_e164 from core.contact where contact_id = :c"), {"c": run.contacts["sms"][1]}
-        ).scalar_one()
+    slow = phone_of(engine, run.contacts["sms"][1])
     # The provider answers this message after 5 s: far longer than the 2 s lease.
     providers.add_fault(provider="sms", address=slow, delay=5, times=1)
     patient = {**sms_conn, "extra": {**sms_conn["extra"], "timeout": 30}}
