@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import gzip
 import itertools
 import json
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -845,6 +847,36 @@ def test_consents_and_inquiries_follow_their_person(clean_db: Engine) -> None:
         scalar(clean_db, "select status::text from core.current_consent where channel = 'email'") == "opt_in"
     )
     assert scalar(clean_db, "select topic from core.inquiry where contact_id = :c", c=person) == "booking"
+
+
+def test_linking_runs_without_the_cyclic_collector_and_gives_it_back_even_on_failure(
+    clean_db: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Linking's millions of objects hold no reference cycle; the collector is off while
+    they are built and on again afterwards, also when linking fails."""
+    seen: list[bool] = []
+    # The package exports the function `resolve` under its module's name.
+    resolve_module = sys.modules["campaign_lib.identity.resolve"]
+    real_link = resolve_module.link
+
+    def watched_link(*args, **kwargs):
+        seen.append(gc.isenabled())
+        if len(seen) == 2:
+            raise RuntimeError("linking failed")
+        return real_link(*args, **kwargs)
+
+    monkeypatch.setattr(resolve_module, "link", watched_link)
+    records = LINK_CASES["booking reference to the PMS main guest"]
+    add(clean_db, *records)
+    resolve(clean_db)
+    assert gc.isenabled()
+    add(clean_db, {**records[0], "source_key": "late-1"})
+    with pytest.raises(RuntimeError, match="linking failed"):
+        resolve(clean_db)
+
+    assert seen == [False, False]
+    assert gc.isenabled()
+    assert scalar(clean_db, "select count(*) from ingest.record_pending") == 1
 
 
 def test_resolving_again_with_nothing_new_changes_nothing(clean_db: Engine) -> None:
