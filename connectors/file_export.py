@@ -257,7 +257,6 @@ def export_list(
     with engine.begin() as db:
         db.execute(sql["skip_ineligible"], {"message_ids": ineligible, "reason": "not_eligible_at_export"})
         db.execute(sql["mark_exported"], {"message_ids": message_ids, "remote_path": remote_path})
-        db.execute(sql["record_export_history"], {"message_ids": message_ids})
     log.info(
         "%s of run %s: %d rows in %s (%s), %d skipped",
         kind,

@@ -141,9 +141,9 @@ returning m.message_id, m.message_key, m.contact_id, m.channel::text as channel,
           k.preferred_language;
 
 -- name: record_outcomes
--- The outcomes of a group of messages, with their contact-history rows for the sent ones, in
--- one statement (and one transaction with the next claim: one commit per chunk, not per
--- message). Only this worker's 'sending' rows are updated, or rows reaped to 'ambiguous'
+-- The outcomes of a group of messages in one statement (and one transaction with the next
+-- claim: one commit per chunk, not per message); the sent ones get their contact-history
+-- rows from the trigger on campaign.message (migration 0010). Only this worker's 'sending' rows are updated, or rows reaped to 'ambiguous'
 -- meanwhile: the worker's own answer is better evidence than the guess.
 with outcome as (
     select *
@@ -164,15 +164,7 @@ updated as (
     from outcome o
     where m.message_id = o.message_id
       and ((m.status = 'sending' and m.lease_owner = cast(:owner as text)) or m.status = 'ambiguous')
-    returning m.message_id, m.campaign_run_id, m.contact_id, m.channel, m.status, m.sent_at
-),
-history as (
-    insert into campaign.contact_history (contact_id, channel, campaign_name, campaign_run_id, sent_at)
-    select u.contact_id, u.channel, r.campaign_name, u.campaign_run_id, u.sent_at
-    from updated u
-    join campaign.campaign_run r on r.campaign_run_id = u.campaign_run_id
-    where u.status = 'sent'
-    on conflict (campaign_run_id, contact_id, channel) do nothing
+    returning m.message_id
 )
 select count(*) as recorded from updated;
 
@@ -259,14 +251,7 @@ updated as (
         cost = cast(cast(:unit_costs as jsonb) ->> m.channel::text as numeric) * coalesce(m.segments, 1)
     from settled s
     where m.message_id = s.message_id
-    returning m.message_id, m.campaign_run_id, m.contact_id, m.channel, m.sent_at, s.from_receipt
-),
-history as (
-    insert into campaign.contact_history (contact_id, channel, campaign_name, campaign_run_id, sent_at)
-    select u.contact_id, u.channel, r.campaign_name, u.campaign_run_id, u.sent_at
-    from updated u
-    join campaign.campaign_run r on r.campaign_run_id = u.campaign_run_id
-    on conflict (campaign_run_id, contact_id, channel) do nothing
+    returning s.from_receipt
 )
 select count(*) filter (where from_receipt) as from_receipts,
        count(*) filter (where not from_receipt) as assumed

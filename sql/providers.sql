@@ -84,13 +84,3 @@ left join core.location l on l.location_id = c.location_id
 where c.contact_id = m.contact_id
   and m.message_id = any (cast(:message_ids as bigint[]))
   and m.status in ('pending', 'failed_soft');
-
--- name: record_export_history
--- What was sent to whom, for contact pressure; once per run, contact and channel.
-insert into campaign.contact_history (contact_id, channel, campaign_name, campaign_run_id, sent_at)
-select m.contact_id, m.channel, r.campaign_name, m.campaign_run_id, m.sent_at
-from campaign.message m
-join campaign.campaign_run r on r.campaign_run_id = m.campaign_run_id
-where m.message_id = any (cast(:message_ids as bigint[]))
-  and m.status = 'sent'
-on conflict (campaign_run_id, contact_id, channel) do nothing;

@@ -80,12 +80,6 @@ cross join lateral (select case when h.u < 0.97 then 'sent' when h.u < 0.98 then
                                 else 'skipped' end as status) s
 where a.campaign_run_id = :run and a.cell <> 'control';
 
--- name: history
-insert into campaign.contact_history (contact_id, channel, campaign_name, campaign_run_id, sent_at)
-select contact_id, channel, :campaign_name, campaign_run_id, sent_at
-from campaign.message
-where campaign_run_id = :run and status = 'sent';
-
 -- name: events
 -- Responses to sent messages: email opens 30 % (a tenth of them bot hits too), clicks 8 %,
 -- unsubscribes 0.5 %, hard bounces 1 %; SMS delivery receipts; push opens 10 %.

@@ -327,6 +327,48 @@ def test_merged_contact_points_to_its_survivor(resort: dict[str, int], engine: E
     assert survivor == resort["contact"]
 
 
+def test_a_message_that_becomes_sent_gets_one_contact_history_row(
+    resort: dict[str, int], engine: Engine
+) -> None:
+    """Whatever statement makes a message sent (inserted as sent, or updated to sent), the
+    database writes its contact-history row once; other updates of a sent message add none."""
+    history = (
+        "select channel::text, campaign_name, sent_at is not null from campaign.contact_history order by 1"
+    )
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "insert into campaign.campaign (campaign_name, origin, definition_version, definition) "
+                "values ('spring', 'file', '0000000000000000', '{}')"
+            )
+        )
+        run = conn.execute(
+            text(
+                "insert into campaign.campaign_run (campaign_name, dag_id, run_id, status, definition_version, "
+                "selection_name, selection_version, as_of, frozen_at) values ('spring', 'd', 'r', 'frozen', 'v', "
+                "'s', 'v', now(), now()) returning campaign_run_id"
+            )
+        ).scalar_one()
+        conn.execute(
+            text(
+                "insert into campaign.message (message_key, campaign_run_id, contact_id, channel, cell, batch_no, "
+                "status, sent_at, reason) values (md5('email'), :r, :c, 'email', 'main', 0, 'sent', now(), null), "
+                "(md5('sms'), :r, :c, 'sms', 'main', 0, 'pending', null, null), "
+                "(md5('push'), :r, :c, 'push', 'main', 0, 'failed_hard', null, 'no token')"
+            ),
+            {"r": run, "c": resort["contact"]},
+        )
+        after_insert = conn.execute(text(history)).all()
+        conn.execute(
+            text("update campaign.message set status = 'sent', sent_at = now() where channel = 'sms'")
+        )
+        conn.execute(text("update campaign.message set updated_at = now(), attempts = attempts + 1"))
+        after_updates = conn.execute(text(history)).all()
+
+    assert after_insert == [("email", "spring", True)]
+    assert after_updates == [("email", "spring", True), ("sms", "spring", True)]
+
+
 def test_latest_consent_entry_wins(resort: dict[str, int], engine: Engine) -> None:
     entries = [
         ("opt_in", "2026-01-01T10:00:00Z", "C-1"),

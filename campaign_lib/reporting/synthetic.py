@@ -87,7 +87,7 @@ def build_synthetic_run(
         conn.execute(sql["campaign"], params)
         conn.execute(sql["product"], params)
         params["run"] = conn.execute(sql["run"], params).scalar_one()
-        for step in ("waterfall", "audience", "counts", "messages", "history", "events", "conversions"):
+        for step in ("waterfall", "audience", "counts", "messages", "events", "conversions"):
             conn.execute(sql[step], params)
         if earlier_share:
             conn.execute(sql["earlier_campaign"], params)
