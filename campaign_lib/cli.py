@@ -229,6 +229,43 @@ def _delivery_resume(args: argparse.Namespace) -> None:
         )
 
 
+def _privacy_erase(args: argparse.Namespace) -> None:
+    from campaign_lib.privacy import erase
+
+    engine = _campaign_engine()
+    try:
+        result = erase(
+            engine,
+            email=args.email,
+            phone=args.phone,
+            contact_id=args.contact,
+            region=args.region,
+            requested_by=args.requested_by,
+            reason=args.reason,
+        )
+    finally:
+        engine.dispose()
+    print(result.as_text())
+
+
+def _privacy_log(args: argparse.Namespace) -> None:
+    from campaign_lib.privacy import erasures
+
+    engine = _campaign_engine()
+    try:
+        entries = erasures(engine, args.limit)
+    finally:
+        engine.dispose()
+    if not entries:
+        print("no erasures")
+    for entry in entries:
+        rows = sum(entry.erased_rows.values())
+        print(
+            f"{entry.erasure_id}\t{entry.requested_at:%Y-%m-%d %H:%M}\t{entry.requested_by}\t"
+            f"contacts {','.join(map(str, entry.contact_ids)) or '-'}\t{rows} rows\t{entry.reason or ''}"
+        )
+
+
 def _delivery_reconcile(args: argparse.Namespace) -> None:
     from campaign_lib.delivery import reconcile
 
@@ -693,6 +730,21 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = identity.add_parser("evaluate", help="precision and recall against a ground truth")
     evaluate.add_argument("--ground-truth", help="ground_truth.csv.gz (default: the demo's)")
     evaluate.set_defaults(func=_identity_evaluate)
+
+    privacy = commands.add_parser("privacy", help="erasure on request (the right to be forgotten)")
+    privacy = privacy.add_subparsers(dest="privacy_command", required=True, parser_class=_Parser)
+    erase = privacy.add_parser("erase", help="erase a person and keep them out of later loads")
+    named = erase.add_mutually_exclusive_group(required=True)
+    named.add_argument("--email", help="the person's email address")
+    named.add_argument("--phone", help="the person's phone number (E.164, or national in --region)")
+    named.add_argument("--contact", type=int, help="the person's contact id")
+    erase.add_argument("--region", default="DE", help="region of a national phone number (default DE)")
+    erase.add_argument("--requested-by", required=True, help="who asked: a name, an address or a ticket")
+    erase.add_argument("--reason", help="free text for the log (no personal data)")
+    erase.set_defaults(func=_privacy_erase)
+    log = privacy.add_parser("log", help="the erasure log, newest first (no personal data)")
+    log.add_argument("--limit", type=int, default=50)
+    log.set_defaults(func=_privacy_log)
 
     sftp = commands.add_parser("sftp", help="the local SFTP drop server").add_subparsers(
         dest="sftp_command", required=True, parser_class=_Parser

@@ -260,6 +260,51 @@ from (
 ) as s
 where not exists (select from core.product as p where p.sku = s.product_sku);
 
+-- name: quarantine_erased
+-- Staged records that carry an identifier of a person erased on request
+-- (privacy.erased_identifier, sql/privacy.sql) leave staging for the quarantine without their
+-- content: the reason names the erasure, line number only. Costs nothing while no erasure
+-- exists (the uncorrelated EXISTS is checked once). The kinds are those of the view
+-- ingest.record_identifier; tests/test_privacy.py checks every kind of core.identifier_kind.
+-- Returns how many rows were moved.
+with erased as (
+    select s.line_number, min(e.erasure_id) as erasure_id
+    from ingest.stage_record as s
+    cross join lateral (
+        values
+            ('email'::core.identifier_kind, s.email),
+            ('phone', s.phone_e164),
+            ('loyalty_card', s.loyalty_card),
+            ('booking_ref', s.booking_ref),
+            ('crm_id', s.crm_contact_id),
+            ('source_customer_id', s.source_customer_id),
+            ('order_ref', s.order_ref),
+            ('cookie_id', s.cookie_id),
+            ('push_token', s.push_token)
+    ) as k (kind, value)
+    join privacy.erased_identifier as e
+        on e.kind = k.kind and e.value_sha256 = sha256(convert_to(k.value, 'UTF8'))
+    where s.ingest_file_id = :file_id
+      and k.value is not null
+      and exists (select from privacy.erased_identifier)
+    group by s.line_number
+),
+
+moved as (
+    insert into ingest.quarantine (ingest_file_id, line_number, reasons)
+    select :file_id, line_number, array['belongs to a person erased on request (privacy.erasure ' || erasure_id || ')']
+    from erased
+),
+
+removed as (
+    delete from ingest.stage_record as s
+    using erased
+    where s.ingest_file_id = :file_id and s.line_number = erased.line_number
+    returning 1
+)
+
+select count(*) from removed;
+
 -- name: quarantine_rejected
 -- Moves the file's rejected rows into the quarantine, with every reason.
 insert into ingest.quarantine (ingest_file_id, line_number, record, raw_line, reasons)

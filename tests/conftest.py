@@ -163,8 +163,8 @@ def clean_db(engine: Engine) -> Engine:
                 "truncate core.account, core.location, core.contact, core.identifier, core.activity, "
                 "core.inquiry, core.consent, core.product, ingest.file, ingest.quarantine, ingest.record, "
                 "ingest.record_pending, ingest.record_contact, campaign.campaign, campaign.campaign_run, "
-                "campaign.waterfall_step, campaign.audience, campaign.suppression, campaign.contact_history "
-                "restart identity cascade"
+                "campaign.waterfall_step, campaign.audience, campaign.suppression, campaign.contact_history, "
+                "privacy.erasure, privacy.erased_identifier restart identity cascade"
             )
         )
     return engine

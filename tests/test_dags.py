@@ -133,3 +133,47 @@ def test_housekeeping_refuses_an_invalid_retention(dagbag) -> None:
 
     with pytest.raises(ParamValidationError):
         dagbag.dags["kms_housekeeping"].test(run_conf={"quarantine_retention_days": 0})
+
+
+def test_the_privacy_dag_erases_the_person_its_form_names(dagbag, clean_db: Engine) -> None:
+    with clean_db.begin() as conn:
+        account = conn.execute(
+            text("insert into core.account (account_type) values ('household') returning account_id")
+        ).scalar_one()
+        conn.execute(
+            text(
+                "insert into core.contact (account_id, first_name, email) values (:a, 'Anna', 'anna@example.org'); "
+                "insert into core.identifier (contact_id, kind, value, source_system) "
+                "select contact_id, 'email', email, 'crm' from core.contact"
+            ),
+            {"a": account},
+        )
+
+    run = dagbag.dags["kms_privacy"].test(
+        run_conf={"email": "Anna@Example.org", "requested_by": "dpo@resort.example", "reason": "T-4711"},
+    )
+
+    assert run.state == "success"
+    with clean_db.connect() as conn:
+        contact = conn.execute(text("select status::text, first_name, email from core.contact")).one()
+        logged = conn.execute(text("select requested_by, reason from privacy.erasure")).one()
+    assert tuple(contact) == ("erased", None, None)
+    assert tuple(logged) == ("dpo@resort.example", "T-4711")
+
+
+def test_the_privacy_dag_fails_without_retrying_a_request_that_names_nobody(dagbag, clean_db: Engine) -> None:
+    from airflow.sdk.exceptions import ParamValidationError
+
+    with pytest.raises(ParamValidationError):
+        dagbag.dags["kms_privacy"].test(run_conf={"email": "anna@example.org"})
+
+    # Every identifier given as null: dag.test() keeps an earlier test's run_conf in the DAG's params.
+    nobody = {"email": None, "phone": None, "contact_id": None, "requested_by": "dpo"}
+    run = dagbag.dags["kms_privacy"].test(run_conf=nobody)
+
+    # Reading the task instances first refreshes the run's state.
+    [instance] = run.get_task_instances()
+    assert (instance.state, instance.try_number) == ("failed", 1)
+    assert run.state == "failed"
+    with clean_db.connect() as conn:
+        assert conn.execute(text("select count(*) from privacy.erasure")).scalar_one() == 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from sqlalchemy import text
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
 from campaign_lib.db.migrate import current_revision, head_revision, upgrade
@@ -327,6 +327,25 @@ def test_merged_contact_points_to_its_survivor(resort: dict[str, int], engine: E
     assert survivor == resort["contact"]
 
 
+def frozen_run(conn: Connection, campaign_name: str = "spring") -> int:
+    """A campaign and one frozen run of it; returns the run's id."""
+    conn.execute(
+        text(
+            "insert into campaign.campaign (campaign_name, origin, definition_version, definition) "
+            "values (:n, 'file', '0000000000000000', '{}')"
+        ),
+        {"n": campaign_name},
+    )
+    return conn.execute(
+        text(
+            "insert into campaign.campaign_run (campaign_name, dag_id, run_id, status, definition_version, "
+            "selection_name, selection_version, as_of, frozen_at) values (:n, 'd', 'r', 'frozen', 'v', "
+            "'s', 'v', now(), now()) returning campaign_run_id"
+        ),
+        {"n": campaign_name},
+    ).scalar_one()
+
+
 def test_a_message_that_becomes_sent_gets_one_contact_history_row(
     resort: dict[str, int], engine: Engine
 ) -> None:
@@ -336,19 +355,7 @@ def test_a_message_that_becomes_sent_gets_one_contact_history_row(
         "select channel::text, campaign_name, sent_at is not null from campaign.contact_history order by 1"
     )
     with engine.begin() as conn:
-        conn.execute(
-            text(
-                "insert into campaign.campaign (campaign_name, origin, definition_version, definition) "
-                "values ('spring', 'file', '0000000000000000', '{}')"
-            )
-        )
-        run = conn.execute(
-            text(
-                "insert into campaign.campaign_run (campaign_name, dag_id, run_id, status, definition_version, "
-                "selection_name, selection_version, as_of, frozen_at) values ('spring', 'd', 'r', 'frozen', 'v', "
-                "'s', 'v', now(), now()) returning campaign_run_id"
-            )
-        ).scalar_one()
+        run = frozen_run(conn)
         conn.execute(
             text(
                 "insert into campaign.message (message_key, campaign_run_id, contact_id, channel, cell, batch_no, "

@@ -369,6 +369,9 @@ def _load_locked(
                 conn.execute(sql["link_new_products"], {"file_id": file_id})
             changed = products.inserted + products.changed
         else:
+            erased = conn.execute(sql["quarantine_erased"], {"file_id": file_id}).scalar_one()
+            counts.loaded -= erased
+            counts.rejected += erased
             changed = _merge_records(conn, file_id)
         conn.execute(sql["quarantine_rejected"], {"file_id": file_id})
         conn.execute(
