@@ -266,7 +266,10 @@ where not exists (select from core.product as p where p.sku = s.product_sku);
 -- content: the reason names the erasure, line number only. Costs nothing while no erasure
 -- exists (the uncorrelated EXISTS is checked once). The kinds are those of the view
 -- ingest.record_identifier; tests/test_privacy.py checks every kind of core.identifier_kind.
--- Returns how many rows were moved.
+-- Returns how many rows were moved. The SHARE lock, held until the merge commits, keeps an
+-- erasure from starting in between (it takes SHARE ROW EXCLUSIVE, sql/privacy.sql); loaders
+-- do not wait for each other.
+lock table privacy.erased_identifier in share mode;
 with erased as (
     select s.line_number, min(e.erasure_id) as erasure_id
     from ingest.stage_record as s

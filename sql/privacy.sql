@@ -53,6 +53,11 @@ select contact_id from down order by contact_id;
 -- The request's log row (its counts follow at the end) and the run's temp tables: the
 -- contacts, their source records, and every identifier value they were known by, in clear
 -- for this transaction only. Returns the erasure id.
+-- The lock waits for loaders that are merging a file (they hold SHARE from their erasure
+-- check to their commit, quarantine_erased in sql/ingest.sql) and keeps new ones waiting
+-- until this commits: a record merged before is queued and found below, one merged after
+-- meets the new hashes.
+lock table privacy.erased_identifier in share row exclusive mode;
 create temp table erase_contact (contact_id bigint primary key) on commit drop;
 insert into erase_contact select unnest(cast(:contact_ids as bigint[]));
 create temp table erase_record (record_id bigint primary key) on commit drop;
@@ -66,6 +71,17 @@ select k.kind, k.value from ingest.record_identifier as k join erase_record usin
 union
 select cast(r.kind as core.identifier_kind), r.value
 from unnest(cast(:kinds as text[]), cast(:vals as text[])) as r (kind, value);
+-- Records of the person that were loaded but not resolved yet (still queued), by any of
+-- those values, and whatever else they carry.
+insert into erase_record
+select distinct k.record_id
+from ingest.record_pending as p
+join ingest.record_identifier as k using (record_id)
+join erase_value as v on v.kind = k.kind and v.value = k.value
+on conflict do nothing;
+insert into erase_value
+select k.kind, k.value from ingest.record_identifier as k join erase_record using (record_id)
+on conflict do nothing;
 insert into privacy.erasure (requested_by, reason, contact_ids, erased_rows)
 values (:requested_by, :reason, cast(:contact_ids as bigint[]), '{}')
 returning erasure_id;

@@ -4,6 +4,8 @@ reports of past campaigns keep their counts."""
 from __future__ import annotations
 
 import re
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from sqlalchemy import text
@@ -259,6 +261,49 @@ def test_an_erased_person_stays_out_of_later_loads_and_resolution(clean_db: Engi
     assert scalar(clean_db, "select count(*) from core.contact") == contacts
     assert contact_of(clean_db, "restaurant_pos", "R11-2") == ids["max"]
     assert rows_naming(clean_db, ANNA_CARD) == {}
+
+
+def test_records_loaded_but_not_resolved_yet_are_erased_with_what_else_they_carry(clean_db: Engine) -> None:
+    resort(clean_db)
+    add(clean_db, rec("website", "reg-9", email=ANNA_EMAIL, phone_e164="+491709999999", **ANNA))
+
+    erase(clean_db, email=ANNA_EMAIL, requested_by="dpo")
+
+    assert rows_naming(clean_db, ANNA_EMAIL, "+491709999999") == {}
+    assert scalar(clean_db, "select count(*) from ingest.record_pending") == 0
+    blocked = scalar(
+        clean_db,
+        "select count(*) from privacy.erased_identifier where value_sha256 = sha256(convert_to(:v, 'UTF8'))",
+        v="+491709999999",
+    )
+    assert blocked == 1
+
+
+def test_an_erasure_waits_for_a_merge_in_flight_and_then_erases_what_it_wrote(clean_db: Engine) -> None:
+    """A loader holds its erasure check's lock until its merge commits; an erasure that
+    starts meanwhile waits, then finds the merged record in the queue."""
+    resort(clean_db)
+    merging = clean_db.connect()
+    merging.execute(text("lock table privacy.erased_identifier in share mode"))
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        erasure = pool.submit(erase, clean_db, email=ANNA_EMAIL, requested_by="dpo")
+        time.sleep(0.5)
+        assert not erasure.done()
+        file_id = merging.execute(text("select min(ingest_file_id) from ingest.file")).scalar_one()
+        record_id = merging.execute(
+            text(
+                "insert into ingest.record (source_system, record_kind, source_key, feed, ingest_file_id, "
+                "line_number, email) values ('website', 'event', 'late-1', 'website', :f, 99, :e) "
+                "returning record_id"
+            ),
+            {"f": file_id, "e": ANNA_EMAIL},
+        ).scalar_one()
+        merging.execute(text("insert into ingest.record_pending values (:r)"), {"r": record_id})
+        merging.commit()
+        merging.close()
+        assert erasure.result(timeout=30).status == "erased"
+
+    assert scalar(clean_db, "select count(*) from ingest.record where source_key = 'late-1'") == 0
 
 
 def test_asking_again_changes_nothing_and_an_unknown_identifier_is_blocked(clean_db: Engine) -> None:
