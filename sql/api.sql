@@ -37,3 +37,11 @@ order by created_at desc, key_id;
 select ingest_file_id
 from ingest.file
 where feed = :feed and content_sha256 = :content_sha256;
+
+-- name: quarantined_lines
+-- The lines (item index + 1) of a batch that the loader quarantined, with their reasons: the
+-- parser's refusals, and items of persons erased on request (privacy.md).
+select line_number, reasons
+from ingest.quarantine
+where ingest_file_id = :batch_id and line_number is not null
+order by line_number;

@@ -401,6 +401,34 @@ def test_a_mixed_batch_loads_the_good_items_and_reports_the_bad_by_index(
     assert json.loads(quarantined[0].raw_line) == items[1]
 
 
+def test_an_event_of_a_person_erased_on_request_is_refused_by_index_and_not_stored(
+    client: httpx.Client, keys: dict[str, str], clean_db: Engine
+) -> None:
+    from campaign_lib.privacy import erase
+
+    erased = erase(clean_db, email="anna.muster@example.org", requested_by="dpo")
+    items = [event(), event("newsletter_signup"), event("registration", email="ben@example.org")]
+
+    response = post(client, keys["both"], {"events": items})
+
+    assert response.status_code == 200, response.text
+    result = response.json()
+    assert (result["received"], result["accepted"], result["rejected"]) == (3, 2, 1)
+    assert result["errors"] == [
+        {
+            "index": 1,
+            "event_id": items[1]["event_id"],
+            "errors": [f"belongs to a person erased on request (privacy.erasure {erased.erasure_id})"],
+        }
+    ]
+    assert result["records_changed"] + result["records_unchanged"] == 2
+    with clean_db.connect() as conn:
+        stored = set(conn.execute(text("select source_key from ingest.record")).scalars())
+        kept = conn.execute(text("select raw_line, record from ingest.quarantine")).one()
+    assert stored == {items[0]["event_id"], items[2]["event_id"]}
+    assert tuple(kept) == (None, None)
+
+
 def test_a_batch_without_an_acceptable_item_is_422_with_every_reason(
     client: httpx.Client, keys: dict[str, str], clean_db: Engine
 ) -> None:

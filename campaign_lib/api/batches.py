@@ -257,6 +257,8 @@ def load_batch(engine: Engine, kind: BatchKind, items: list[Any], payload: Any, 
         batch_id, duplicate = loaded.ingest_file_id, loaded.duplicate
         if loaded.status == "quarantined":
             refusal = loaded.error or "the batch was quarantined"
+        elif loaded.rows_loaded + len(errors) < len(rows):
+            errors = _with_loader_refusals(engine, kind, items, batch_id, errors)
         records_loaded, changed = loaded.rows_loaded, loaded.records_changed
     rejected = len(errors)
     result = BatchResult(
@@ -270,6 +272,24 @@ def load_batch(engine: Engine, kind: BatchKind, items: list[Any], payload: Any, 
         errors=errors,
     )
     return BatchOutcome(result, refusal)
+
+
+def _with_loader_refusals(
+    engine: Engine, kind: BatchKind, items: list[Any], batch_id: int, errors: list[ItemError]
+) -> list[ItemError]:
+    """`errors` and the items the loader quarantined after parsing (a person erased on
+    request), with the loader's reasons, in item order."""
+    from campaign_lib.sqlfiles import queries
+
+    known = {error.index for error in errors}
+    with engine.connect() as conn:
+        lines = conn.execute(queries("api.sql")["quarantined_lines"], {"batch_id": batch_id}).all()
+    more = [
+        ItemError(index=line - 1, errors=list(reasons), **{kind.id_field: _item_id(kind, items[line - 1])})
+        for line, reasons in lines
+        if line - 1 not in known
+    ]
+    return sorted([*errors, *more], key=lambda error: error.index)
 
 
 def _batch_id(engine: Engine, feed: str, sha: str) -> int:
