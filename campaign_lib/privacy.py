@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from sqlalchemy.engine import Connection, Engine
 
@@ -141,8 +142,10 @@ def erase(
 
 @dataclass(frozen=True)
 class ErasureLogEntry:
+    """One row of the erasure log (privacy.erasure); no personal data."""
+
     erasure_id: int
-    requested_at: object
+    requested_at: datetime
     requested_by: str
     reason: str | None
     contact_ids: list[int]
