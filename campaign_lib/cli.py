@@ -248,6 +248,23 @@ def _privacy_erase(args: argparse.Namespace) -> None:
     print(result.as_text())
 
 
+def _privacy_export(args: argparse.Namespace) -> None:
+    from campaign_lib.privacy import person_data
+
+    engine = _campaign_engine()
+    try:
+        named = {"email": args.email, "phone": args.phone, "contact_id": args.contact}
+        data = person_data(engine, region=args.region, **named)
+    finally:
+        engine.dispose()
+    document = json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n"
+    if args.out:
+        Path(args.out).write_text(document, encoding="utf-8")
+        print(f"{args.out}: contacts {', '.join(map(str, data['contact_ids'])) or 'none'}")
+    else:
+        sys.stdout.write(document)
+
+
 def _privacy_log(args: argparse.Namespace) -> None:
     from campaign_lib.privacy import erasures
 
@@ -734,14 +751,18 @@ def build_parser() -> argparse.ArgumentParser:
     privacy = commands.add_parser("privacy", help="erasure on request (the right to be forgotten)")
     privacy = privacy.add_subparsers(dest="privacy_command", required=True, parser_class=_Parser)
     erase = privacy.add_parser("erase", help="erase a person and keep them out of later loads")
-    named = erase.add_mutually_exclusive_group(required=True)
-    named.add_argument("--email", help="the person's email address")
-    named.add_argument("--phone", help="the person's phone number (E.164, or national in --region)")
-    named.add_argument("--contact", type=int, help="the person's contact id")
-    erase.add_argument("--region", default="DE", help="region of a national phone number (default DE)")
+    export = privacy.add_parser("export", help="everything held about a person, as JSON (right of access)")
+    for command in (erase, export):
+        named = command.add_mutually_exclusive_group(required=True)
+        named.add_argument("--email", help="the person's email address")
+        named.add_argument("--phone", help="the person's phone number (E.164, or national in --region)")
+        named.add_argument("--contact", type=int, help="the person's contact id")
+        command.add_argument("--region", default="DE", help="region of a national phone number (default DE)")
     erase.add_argument("--requested-by", required=True, help="who asked: a name, an address or a ticket")
     erase.add_argument("--reason", help="free text for the log (no personal data)")
     erase.set_defaults(func=_privacy_erase)
+    export.add_argument("--out", help="write the JSON to this file (default: standard output)")
+    export.set_defaults(func=_privacy_export)
     log = privacy.add_parser("log", help="the erasure log, newest first (no personal data)")
     log.add_argument("--limit", type=int, default=50)
     log.set_defaults(func=_privacy_log)

@@ -1,4 +1,5 @@
-"""Erasure on request (the right to be forgotten, GDPR Art. 17): `erase` and the log.
+"""Erasure on request (the right to be forgotten, GDPR Art. 17) and its log; the data held
+about a person (the right of access, Art. 15, `person_data`).
 
     result = erase(engine, email="anna@example.org", requested_by="dpo@resort.example",
                    reason="ticket 4711")
@@ -58,8 +59,9 @@ _STEPS = (
 )
 
 
-class ErasureRequestError(KmsError):
-    """An erasure request that cannot be carried out as given (no or an invalid identifier)."""
+class PrivacyRequestError(KmsError):
+    """A privacy request (erasure or access) that cannot be carried out as given: it names
+    nobody, an invalid identifier, an unknown contact or more than one person."""
 
 
 @dataclass(frozen=True)
@@ -98,10 +100,8 @@ def erase(
     name the same person); see the module docstring. Idempotent: asking again for a person
     already erased changes nothing and returns status 'already_erased'."""
     if not requested_by or not requested_by.strip():
-        raise ErasureRequestError("an erasure needs requested_by: who asked for it (a name or a ticket)")
-    given = _identifiers(email, phone, region)
-    if not given and contact_id is None:
-        raise ErasureRequestError("name the person: an email, a phone number or a contact id")
+        raise PrivacyRequestError("an erasure needs requested_by: who asked for it (a name or a ticket)")
+    given = _identifiers(email, phone, contact_id, region)
     q = queries(SQL)
     identity = queries("identity.sql")
     kinds, values = [k for k, _ in given], [v for _, v in given]
@@ -140,6 +140,28 @@ def erase(
     return ErasureResult("erased" if contacts else "not_found", erasure_id, tuple(contacts), erased)
 
 
+def person_data(
+    engine: Engine,
+    *,
+    email: str | None = None,
+    phone: str | None = None,
+    contact_id: int | None = None,
+    region: str = "DE",
+) -> dict:
+    """Everything held about the person named by `email`, `phone` or `contact_id` (a request
+    for access, GDPR Art. 15): their contacts, accounts, locations, identifiers, consents,
+    inquiries, activities, source records, messages, responses, contact history and
+    suppressions, as stored, read in one snapshot. Empty lists when nobody holds the
+    identifier. Raises PrivacyRequestError as `erase` does for a request naming nobody or
+    more than one person."""
+    given = _identifiers(email, phone, contact_id, region)
+    with engine.connect().execution_options(isolation_level="REPEATABLE READ") as conn:
+        contacts = _person_named(conn, given, contact_id)
+        data = conn.execute(queries(SQL)["person_data"], {"contact_ids": contacts}).scalar_one()
+        conn.rollback()
+    return {"contact_ids": contacts, **data}
+
+
 @dataclass(frozen=True)
 class ErasureLogEntry:
     """One row of the erasure log (privacy.erasure); no personal data."""
@@ -158,8 +180,11 @@ def erasures(engine: Engine, limit: int = 50) -> list[ErasureLogEntry]:
         return [ErasureLogEntry(*row) for row in conn.execute(queries(SQL)["erasures"], {"limit": limit})]
 
 
-def _identifiers(email: str | None, phone: str | None, region: str) -> list[tuple[str, str]]:
-    """The request's identifiers, normalised as core.identifier stores them."""
+def _identifiers(
+    email: str | None, phone: str | None, contact_id: int | None, region: str
+) -> list[tuple[str, str]]:
+    """The request's identifiers, normalised as core.identifier stores them; raises
+    PrivacyRequestError when the request names nobody or an identifier is invalid."""
     given = []
     try:
         if email and (value := clean_email(email)):
@@ -168,13 +193,15 @@ def _identifiers(email: str | None, phone: str | None, region: str) -> list[tupl
             given.append(("phone", value))
     except FieldIssue as issue:
         what = issue.kind.removeprefix("invalid_")
-        raise ErasureRequestError(f"not a valid {what}: {issue.raw!r}") from None
+        raise PrivacyRequestError(f"not a valid {what}: {issue.raw!r}") from None
+    if not given and contact_id is None:
+        raise PrivacyRequestError("name the person: an email, a phone number or a contact id")
     return given
 
 
 def _person_named(conn: Connection, given: list[tuple[str, str]], contact_id: int | None) -> list[int]:
     """Every contact of the one person the request names (empty: no identifier is held).
-    Raises ErasureRequestError when the contact id does not exist or the request's
+    Raises PrivacyRequestError when the contact id does not exist or the request's
     identifiers belong to different persons."""
     q = queries(SQL)
     starts = {
@@ -183,7 +210,7 @@ def _person_named(conn: Connection, given: list[tuple[str, str]], contact_id: in
     }
     if contact_id is not None:
         if not conn.execute(q["contact_exists"], {"contact_id": contact_id}).scalar_one():
-            raise ErasureRequestError(f"there is no contact {contact_id}")
+            raise PrivacyRequestError(f"there is no contact {contact_id}")
         starts[("contact", str(contact_id))] = contact_id
     persons = {
         name: tuple(conn.execute(q["person_contacts"], {"contact_id": start}).scalars())
@@ -192,5 +219,5 @@ def _person_named(conn: Connection, given: list[tuple[str, str]], contact_id: in
     }
     if len(set(persons.values())) > 1:
         named = "; ".join(f"{kind} belongs to contacts {list(ids)}" for (kind, _), ids in persons.items())
-        raise ErasureRequestError(f"the request names more than one person ({named}): erase them one by one")
+        raise PrivacyRequestError(f"the request names more than one person ({named}): erase them one by one")
     return list(next(iter(persons.values()), ()))

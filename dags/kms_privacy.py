@@ -57,7 +57,7 @@ def kms_privacy():
         from airflow.sdk.exceptions import AirflowFailException
 
         from campaign_lib.airflow_adapter import campaign_engine
-        from campaign_lib.privacy import ErasureRequestError, erase
+        from campaign_lib.privacy import PrivacyRequestError, erase
 
         engine = campaign_engine()
         try:
@@ -70,7 +70,7 @@ def kms_privacy():
                 requested_by=params["requested_by"],
                 reason=params["reason"],
             )
-        except ErasureRequestError as exc:
+        except PrivacyRequestError as exc:
             raise AirflowFailException(str(exc)) from exc
         finally:
             engine.dispose()

@@ -261,3 +261,56 @@ select erasure_id, requested_at, requested_by, reason, contact_ids, erased_rows
 from privacy.erasure
 order by erasure_id desc
 limit :limit;
+
+-- name: person_data
+-- Everything held about the contacts :contact_ids (a request for access, GDPR Art. 15), as
+-- one JSON document: rows as stored, newest history last. Suppressions by address are those
+-- of the contacts' emails and phones.
+with person as (
+    select unnest(cast(:contact_ids as bigint[])) as contact_id
+),
+
+accounts as (
+    select distinct c.account_id from core.contact as c join person using (contact_id)
+)
+
+select jsonb_build_object(
+    'contacts', (select coalesce(jsonb_agg(to_jsonb(c) order by c.contact_id), '[]')
+                 from core.contact as c join person using (contact_id)),
+    'accounts', (select coalesce(jsonb_agg(to_jsonb(a) order by a.account_id), '[]')
+                 from core.account as a join accounts using (account_id)),
+    'locations', (select coalesce(jsonb_agg(to_jsonb(l) order by l.location_id), '[]')
+                  from core.location as l join accounts using (account_id)),
+    'identifiers', (select coalesce(jsonb_agg(to_jsonb(i) order by i.kind, i.value), '[]')
+                    from core.identifier as i join person using (contact_id)),
+    'consents', (select coalesce(jsonb_agg(to_jsonb(k) order by k.recorded_at, k.consent_id), '[]')
+                 from core.consent as k join person using (contact_id)),
+    'inquiries', (select coalesce(jsonb_agg(to_jsonb(q) order by q.opened_at, q.inquiry_id), '[]')
+                  from core.inquiry as q join person using (contact_id)),
+    'activities', (select coalesce(jsonb_agg(to_jsonb(a) order by a.occurred_at, a.activity_id), '[]')
+                   from core.activity as a join person using (contact_id)),
+    'source_records', (select coalesce(jsonb_agg(jsonb_strip_nulls(to_jsonb(r)) order by r.record_id), '[]')
+                       from ingest.record as r
+                       join ingest.record_contact as rc using (record_id)
+                       join person on person.contact_id = rc.contact_id),
+    'messages', (select coalesce(jsonb_agg(jsonb_build_object(
+                     'campaign_name', run.campaign_name, 'campaign_run_id', m.campaign_run_id,
+                     'channel', m.channel, 'status', m.status, 'address', m.address,
+                     'sent_at', m.sent_at, 'reason', m.reason) order by m.created_at, m.message_id), '[]')
+                 from campaign.message as m
+                 join person using (contact_id)
+                 join campaign.campaign_run as run using (campaign_run_id)),
+    'responses', (select coalesce(jsonb_agg(jsonb_build_object(
+                      'campaign_run_id', v.campaign_run_id, 'channel', v.channel, 'event_type', v.event_type,
+                      'occurred_at', v.occurred_at, 'url', v.url, 'user_agent', v.user_agent)
+                      order by v.occurred_at, v.message_event_id), '[]')
+                  from campaign.message_event as v join person using (contact_id)),
+    'contact_history', (select coalesce(jsonb_agg(to_jsonb(h) order by h.sent_at, h.contact_history_id), '[]')
+                        from campaign.contact_history as h join person using (contact_id)),
+    'suppressions', (select coalesce(jsonb_agg(to_jsonb(s) order by s.created_at, s.suppression_id), '[]')
+                     from campaign.suppression as s
+                     where s.contact_id in (select contact_id from person)
+                        or (s.address_kind in ('email', 'phone') and s.address in (
+                                select i.value from core.identifier as i join person using (contact_id)
+                                where i.kind in ('email', 'phone'))))
+);

@@ -3,9 +3,11 @@ reports of past campaigns keep their counts."""
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 from sqlalchemy import text
@@ -16,7 +18,7 @@ from test_load import load, receipt
 from test_schema import frozen_run
 
 from campaign_lib.identity import resolve
-from campaign_lib.privacy import ErasureRequestError, erase, erasures
+from campaign_lib.privacy import PrivacyRequestError, erase, erasures, person_data
 from campaign_lib.sqlfiles import queries
 
 ANNA_EMAIL = "anna.muster@example.org"
@@ -338,7 +340,7 @@ def test_a_request_that_cannot_be_carried_out_is_refused_and_erases_nothing(
     resort(clean_db)
     arguments = {"requested_by": "dpo", **request_}
 
-    with pytest.raises(ErasureRequestError, match=message):
+    with pytest.raises(PrivacyRequestError, match=message):
         erase(clean_db, **arguments)
 
     assert scalar(clean_db, "select count(*) from privacy.erasure") == 0
@@ -378,6 +380,56 @@ def test_the_command_line_erases_and_shows_the_log(clean_db: Engine) -> None:
     assert log.returncode == 0 and log.stdout.count("\n") == 1
     assert log.stdout.startswith("1\t") and f"\tdpo\tcontacts {ids['anna']}\t" in log.stdout
     assert log.stdout.rstrip().endswith("\tT-1")
+
+
+def test_a_request_for_access_gets_everything_held_about_the_person_and_nothing_else(
+    clean_db: Engine, tmp_path: Path
+) -> None:
+    ids = resort(clean_db)
+
+    data = person_data(clean_db, email=ANNA_EMAIL.upper())
+    exported = kms("privacy", "export", "--contact", str(ids["anna"]), "--out", str(tmp_path / "anna.json"))
+
+    assert data["contact_ids"] == [ids["anna"]]
+    assert [c["email"] for c in data["contacts"]] == [ANNA_EMAIL]
+    assert [a["name"] for a in data["accounts"]] == ["Muster"]
+    assert [(loc["street"], loc["city"]) for loc in data["locations"]] == [("Hauptstraße 1", "Emmendingen")]
+    assert sorted(i["kind"] for i in data["identifiers"]) == [
+        "cookie_id",
+        "crm_id",
+        "email",
+        "loyalty_card",
+        "phone",
+    ]
+    assert [(k["channel"], k["status"]) for k in data["consents"]] == [("email", "opt_in")]
+    assert [q["body"] for q in data["inquiries"]] == ["Is the sauna open? Call me on 0170 1234567."]
+    assert [a["amount_cents"] for a in data["activities"] if a["activity_type"] == "restaurant_bill"] == [
+        4200
+    ]
+    assert sorted(r["source_key"] for r in data["source_records"]) == ["CON-7", "R-7", "inq-7", "nl-7"]
+    assert [(m["channel"], m["status"], m["address"]) for m in data["messages"]] == [
+        ("sms", "sent", ANNA_PHONE),
+        ("email", "pending", None),
+    ]
+    assert [r["user_agent"] for r in data["responses"]] == ["Mozilla/5.0 (Anna's phone)"]
+    assert [h["campaign_name"] for h in data["contact_history"]] == ["spring"]
+    assert [(x["address"], x["reason"]) for x in data["suppressions"]] == [(ANNA_EMAIL, "unsubscribe")]
+    assert MAX_EMAIL not in json.dumps(data, default=str)
+    assert exported.returncode == 0, exported.stderr
+    assert json.loads((tmp_path / "anna.json").read_text(encoding="utf-8"))["contact_ids"] == [ids["anna"]]
+
+
+def test_after_erasure_a_request_for_access_finds_only_the_stub(clean_db: Engine) -> None:
+    ids = resort(clean_db)
+    erase(clean_db, email=ANNA_EMAIL, requested_by="dpo")
+
+    by_email = person_data(clean_db, email=ANNA_EMAIL)
+    by_id = person_data(clean_db, contact_id=ids["anna"])
+
+    assert by_email["contact_ids"] == [] and by_email["contacts"] == []
+    assert [c["status"] for c in by_id["contacts"]] == ["erased"]
+    assert by_id["identifiers"] == by_id["consents"] == by_id["source_records"] == []
+    assert ANNA_EMAIL not in json.dumps(by_id, default=str)
 
 
 def test_the_loader_checks_every_kind_of_identifier_resolution_reads(engine: Engine) -> None:
