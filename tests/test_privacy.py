@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import URL, Engine
+from sqlalchemy.exc import DBAPIError
 from test_cli import assert_one_line_error, kms
 from test_identity import ANNA, add, at, contact_of, rec, scalar
 from test_load import load, receipt
@@ -345,6 +347,35 @@ def test_a_request_that_cannot_be_carried_out_is_refused_and_erases_nothing(
 
     assert scalar(clean_db, "select count(*) from privacy.erasure") == 0
     assert scalar(clean_db, "select count(*) from core.contact where status = 'erased'") == 0
+
+
+def test_an_erasure_that_fails_half_way_changes_nothing_and_releases_its_locks(
+    clean_db: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ids = resort(clean_db)
+    privacy = sys.modules["campaign_lib.privacy"]
+    real = privacy.queries
+
+    def failing(name: str) -> dict:
+        statements = dict(real(name))
+        if name == "privacy.sql":
+            statements["erase_contacts"] = text("select 1 / 0")
+        return statements
+
+    monkeypatch.setattr(privacy, "queries", failing)
+    with pytest.raises(DBAPIError, match="division by zero"):
+        erase(clean_db, email=ANNA_EMAIL, requested_by="dpo")
+
+    assert (
+        scalar(clean_db, "select status::text from core.contact where contact_id = :c", c=ids["anna"])
+        == "active"
+    )
+    assert scalar(clean_db, "select count(*) from privacy.erasure") == 0
+    assert scalar(clean_db, "select count(*) from privacy.erased_identifier") == 0
+    assert scalar(clean_db, "select count(*) from ingest.record") == 5
+    monkeypatch.setattr(privacy, "queries", real)
+    assert erase(clean_db, email=ANNA_EMAIL, requested_by="dpo").status == "erased"
+    resolve(clean_db)  # resolution's lock was given back
 
 
 def test_every_contact_merged_into_the_person_is_erased_too(clean_db: Engine) -> None:
