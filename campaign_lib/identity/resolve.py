@@ -140,6 +140,7 @@ def _resolve(
     q = queries(SQL)
     stages = _Stages()
     conn.execute(q["create_scope"])
+    conn.execute(q["analyze_queue"])
     if conn.execute(q["scope_unresolved"]).rowcount == 0:
         return ResolutionSummary(elapsed_seconds=round(time.perf_counter() - started, 3))
     conn.execute(q["scope_touched_contacts"])
