@@ -14,14 +14,13 @@ from outbox_runs import FrozenRun
 from servers_smtp import smtp_connection
 from sqlalchemy.engine import Engine
 from test_cli import kms
-from test_outbox import LINKS, email_of, messages, received
+from test_outbox import LINKS, deliver_email, email_of, messages, received
 
 from campaign_lib.campaign.definition import SendWindow
 from campaign_lib.delivery import (
     DeliverySettings,
     SendOptions,
     deliver_run,
-    deliver_run_batch,
     delivery_state,
     materialise_outbox,
 )
@@ -57,18 +56,8 @@ def deliver(
     options: SendOptions | None = None,
     send_now: bool = False,
 ):
-    conn = smtp_connection(server)
-    return deliver_run_batch(
-        engine,
-        run.campaign_run_id,
-        "email",
-        batch_no,
-        lambda: EmailConnector.from_connection(conn),
-        options or SendOptions(workers=2, chunk=2),
-        LINKS,
-        send_now=send_now,
-        clock=now,
-    )
+    chunks_of_two = options or SendOptions(workers=2, chunk=2)
+    return deliver_email(engine, run, server, batch_no, chunks_of_two, send_now=send_now, clock=now)
 
 
 def statuses(engine: Engine, run: FrozenRun) -> dict[str, int]:

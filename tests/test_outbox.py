@@ -51,7 +51,9 @@ def deliver_email(
     server: LocalSmtpServer,
     batch_no: int = 0,
     options: SendOptions | None = None,
+    **send: object,
 ):
+    """One batch of email through `server`; `send` goes to deliver_run_batch (send_now, clock)."""
     conn = smtp_connection(server, retry_after=1)
     return deliver_run_batch(
         engine,
@@ -61,6 +63,7 @@ def deliver_email(
         lambda: EmailConnector.from_connection(conn),
         options,
         LINKS,
+        **send,
     )
 
 
